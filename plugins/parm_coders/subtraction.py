@@ -30,10 +30,11 @@ class SubtractionDecoder(Decoder):
         self.register_buffer("coeffs", coefficients.detach().clone(), persistent=False)
 
     def decode(self, outputs: torch.Tensor, parities: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-        # Solve in float32 even under bf16 autocast: the systems are tiny, precision is not.
-        coeffs, k = self.coeffs.float(), self.spec.k
+        # Solve in at least float32 even under bf16 autocast: the systems are tiny, precision is not.
+        dtype = torch.promote_types(outputs.dtype, torch.float32)
+        coeffs, k = self.coeffs.to(dtype), self.spec.k
         # Residual of each parity once the available outputs are subtracted: (B, r, D).
-        residual = parities.float() - torch.einsum("rk,bkd->brd", coeffs, outputs.float())
+        residual = parities.to(dtype) - torch.einsum("rk,bkd->brd", coeffs, outputs.to(dtype))
         if self.spec.r == 1:
             # At most one output is missing, so every slot's estimate is the residual over its
             # coefficient; the base class keeps only the missing slot's. No per-pattern loop.

@@ -1,0 +1,35 @@
+"""Training wall time and throughput, measured over training batches only."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+class ThroughputMonitor(pl.Callback):
+    """Accumulates seconds spent in training epochs and the samples they processed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.samples = 0
+        self._start = 0.0
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.samples += int(batch[0].shape[0])
+        self._last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning runs end-of-epoch validation before this hook: stop the clock at the last
+        # training batch so samples/s measures training alone.
+        self.seconds += self._last - self._start
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0

@@ -1,0 +1,181 @@
+"""What ``train.py`` runs: stage ``base`` trains F, stage ``parity`` trains F_P for a frozen F.
+
+Kept apart from the thin Hydra entry point so tests and scripts call :func:`run` with a composed
+config. Everything is built from the config with ``hydra.utils.instantiate`` except coders, which are
+chosen by registered name through :func:`parm.coding.build_code`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from parm.artifacts import code_record, save_parity
+from parm.coding import CodeSpec, build_code
+from parm.data.base import TensorDataModule
+from parm.lit import BaseModule, ParityModule, ThroughputMonitor
+from parm.models.checkpoint import build_from_spec, load_model, save_model
+from parm.report import format_table, write_summary
+
+# Data settings that shape batches, not the data itself: F does not depend on them.
+_BATCHING_KEYS = ("group_size", "groups_per_batch", "eval_groups_per_batch", "group_order")
+STAGES = ("base", "parity")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured stage and return its summary (also written to ``summary.json``)."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}. Use stage=base or stage=parity.")
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.output_dir)
+    datamodule: TensorDataModule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model_spec = _model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    if cfg.stage == "base":
+        summary = _base_summary(cfg, *train_base(cfg, model_spec, out_dir))
+    else:
+        summary = train_parity(cfg, datamodule, model_spec, out_dir)
+    summary["timing"]["total_seconds"] = time.perf_counter() - started
+    summary["config"] = OmegaConf.to_container(cfg, resolve=True)
+    print(format_table(summary))
+    summary["summary_path"] = str(write_summary(out_dir, summary))
+    return summary
+
+
+def _model_spec(node: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """A model config node with the data's shapes filled in, as plain builtins."""
+    node = node.copy()
+    with open_dict(node):
+        node.input_shape = list(input_shape)
+        node.num_classes = int(num_classes)
+    spec = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(spec, dict)
+    return spec
+
+
+def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any) -> pl.Trainer:
+    """The configured Trainer, logging under ``out_dir``, keeping last and best-by-``monitor``."""
+    loggers = [instantiate(node, save_dir=str(out_dir)) for node in (cfg.logger or {}).values()]
+    callbacks = [
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
+                        save_last=True),
+        ThroughputMonitor(),
+    ]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir),
+                       **overrides)
+
+
+def _fit_and_test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                  ckpt_path: str | None = None) -> dict[str, float]:
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # Testing with ckpt_path="best" also leaves the best weights in the module for export.
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    return {key: float(value) for key, value in results[0].items()} if results else {}
+
+
+def _base_cache_path(cfg: DictConfig, model_spec: dict[str, Any]) -> Path:
+    """Cache location of F, keyed by everything that determines its weights."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(data, dict)
+    for key in (*_BATCHING_KEYS, "data_dir"):
+        data.pop(key, None)
+    base = OmegaConf.to_container(cfg.base, resolve=True)
+    assert isinstance(base, dict)
+    base.pop("ckpt", None)
+    key = json.dumps({"data": data, "model": model_spec, "base": base, "seed": cfg.seed}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = str(model_spec["_target_"]).rsplit(".", 1)[-1].lower()
+    return Path(cfg.cache_dir) / "base" / f"{name}-{digest}.pt"
+
+
+def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path,
+               save_to: Path | None = None) -> tuple[Path, dict[str, float], ThroughputMonitor]:
+    """Train F by cross-entropy and save it as a parm model file (``base.pt`` unless ``save_to``)."""
+    datamodule = instantiate(cfg.data, group_size=1, groups_per_batch=cfg.base.batch_size)
+    model = build_from_spec(model_spec)
+    scheduler = instantiate(cfg.base.scheduler) if cfg.base.scheduler else None
+    module = BaseModule(model, instantiate(cfg.base.optimizer), scheduler)
+    trainer = make_trainer(cfg, out_dir, monitor="val/acc", max_epochs=cfg.base.epochs)
+    metrics = _fit_and_test(trainer, module, datamodule)
+    path = save_to or out_dir / "base.pt"
+    save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"), "data": cfg.data._target_})
+    return path, metrics, _throughput(trainer)
+
+
+def _throughput(trainer: pl.Trainer) -> ThroughputMonitor:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor))  # type: ignore[attr-defined]
+
+
+def _base_summary(cfg: DictConfig, path: Path, metrics: dict[str, float], monitor: ThroughputMonitor) -> dict[str, Any]:
+    return {"stage": "base", "title": f"{cfg.data._target_.rsplit('.', 1)[-1]} {cfg.model._target_.rsplit('.', 1)[-1]}",
+            "test": {"available_acc": metrics.get("test/acc")}, "overall": {},
+            "timing": {"train_seconds": monitor.seconds, "samples_per_second": monitor.samples_per_second},
+            "artifacts": {"base": str(path)}}
+
+
+def load_or_train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path) -> tuple[torch.nn.Module, Path]:
+    """F from ``base.ckpt``, else from the cache, else trained now and cached."""
+    if cfg.base.ckpt:
+        path = Path(cfg.base.ckpt)
+    else:
+        path = _base_cache_path(cfg, model_spec)
+        if not path.exists():
+            print(f"[parm] no base model configured or cached: training F first ({path})")
+            train_base(cfg, model_spec, out_dir / "base", save_to=path)
+    model, _ = load_model(path, expected_spec=model_spec)
+    return model, path
+
+
+def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
+                 out_dir: Path) -> dict[str, Any]:
+    """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
+    base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
+    code_cfg = cfg.code
+    spec = CodeSpec(int(code_cfg.k), int(code_cfg.r))
+    output_shape = (datamodule.num_classes,)
+    encoder_kwargs = OmegaConf.to_container(code_cfg.encoder_kwargs, resolve=True) or {}
+    decoder_kwargs = OmegaConf.to_container(code_cfg.decoder_kwargs, resolve=True) or {}
+    code = build_code(code_cfg.encoder, code_cfg.decoder, spec, datamodule.input_shape, output_shape,
+                      encoder_kwargs, decoder_kwargs)  # type: ignore[arg-type]
+    parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, datamodule.num_classes)
+                   if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
+    parity_models = [build_from_spec(parity_spec) for _ in range(spec.r)]
+    if cfg.parity.init_from_base:
+        for model in parity_models:
+            model.load_state_dict(base_model.state_dict())
+    cache = cfg.parity.cache_targets
+    module = ParityModule(
+        base_model, parity_models, code, optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss,
+        default_class=int(datamodule.train_label_counts.argmax()),
+        cache_targets=(not datamodule.augment) if cache == "auto" else bool(cache),
+        fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns,
+    )
+    trainer = make_trainer(cfg, out_dir, monitor="val/agreement")
+    metrics = _fit_and_test(trainer, module, datamodule, ckpt_path=cfg.ckpt_path)
+    parity_path = save_parity(out_dir / "parity.pt", parity_models, parity_spec, code,
+                              code_record(code, encoder_kwargs, decoder_kwargs), datamodule.input_shape, output_shape,
+                              meta={"base": str(base_path), "test": metrics})
+    test = {key.removeprefix("test/"): value for key, value in metrics.items() if key.startswith("test/")}
+    overall = {key.split("@", 1)[1]: test.pop(key) for key in list(test) if key.startswith("overall_acc@")}
+    monitor = _throughput(trainer)
+    return {
+        "stage": "parity",
+        "title": f"{type(datamodule).__name__} k={spec.k} r={spec.r} {code.names[0]}/{code.names[1]}",
+        "test": test, "overall": overall,
+        "timing": {"train_seconds": monitor.seconds, "samples_per_second": monitor.samples_per_second,
+                   "groups_per_second": monitor.samples_per_second / spec.k},
+        "artifacts": {"base": str(base_path), "parity": str(parity_path),
+                      "best_ckpt": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""},
+    }

@@ -1,0 +1,93 @@
+"""End-to-end training through the composed Hydra config, on tiny data and on real MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TINY, compose_train, run_train
+from parm.artifacts import load_parity
+from parm.models.checkpoint import load_model
+
+SHARED = Path(os.environ.get("PARM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def test_parity_run_writes_summary_artifacts_and_beats_chance(tmp_path: Path, tiny_data_dir: Path) -> None:
+    summary = run_train(tmp_path, tiny_data_dir, [*TINY, "trainer.max_epochs=3", "base.epochs=3",
+                                                  "trainer.limit_train_batches=null"])
+    test = summary["test"]
+    assert test["available_acc"] > 0.5
+    assert test["degraded_acc"] > 0.2, "sum code on learnable data must beat 10-class chance"
+    assert set(summary["overall"]) == {"0.01", "0.05", "0.1", "0.2", "0.5"}
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["test"]["degraded_acc"] == test["degraded_acc"]
+    assert on_disk["config"]["k"] == 2 and on_disk["timing"]["samples_per_second"] > 0
+    artifact = load_parity(summary["artifacts"]["parity"])
+    assert artifact.spec.k == 2 and len(artifact.parity_models) == 1
+    base, header = load_model(summary["artifacts"]["base"])
+    assert header["spec"]["_target_"] == "parm.models.mlp.MLP"
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
+
+
+def test_base_is_cached_and_reused(tmp_path: Path, tiny_data_dir: Path) -> None:
+    first = run_train(tmp_path, tiny_data_dir, TINY)
+    second = run_train(tmp_path, tiny_data_dir, [*TINY, "k=3", "encoder=concat"])
+    assert first["artifacts"]["base"] == second["artifacts"]["base"], "F must not depend on the code"
+    assert Path(first["artifacts"]["base"]).is_relative_to(tmp_path / "cache")
+
+
+def test_stage_base_trains_and_saves_f(tmp_path: Path, tiny_data_dir: Path) -> None:
+    summary = run_train(tmp_path, tiny_data_dir, [*TINY, "stage=base", "model=lenet5"])
+    model, header = load_model(tmp_path / "run" / "base.pt")
+    assert header["spec"]["_target_"] == "parm.models.lenet.LeNet5"
+    assert summary["test"]["available_acc"] is not None
+
+
+@pytest.mark.parametrize("overrides", [
+    ["encoder=concat", "k=4"], ["r=2", "k=3"], ["code=learned"], ["parity.loss=kl"], ["logger=tensorboard"],
+])
+def test_variants_run(tmp_path: Path, tiny_data_dir: Path, overrides: list[str]) -> None:
+    summary = run_train(tmp_path, tiny_data_dir, [*TINY, *overrides])
+    assert 0.0 <= summary["test"]["degraded_acc"] <= 1.0
+
+
+def test_resume_from_checkpoint(tmp_path: Path, tiny_data_dir: Path) -> None:
+    run_train(tmp_path, tiny_data_dir, TINY)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = run_train(tmp_path, tiny_data_dir, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"], "again")
+    assert torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    assert resumed["stage"] == "parity"
+
+
+def test_base_checkpoint_of_other_architecture_is_refused(tmp_path: Path, tiny_data_dir: Path) -> None:
+    run_train(tmp_path, tiny_data_dir, [*TINY, "stage=base", "model=lenet5"], "lenet")
+    with pytest.raises(ValueError, match="LeNet5"):
+        run_train(tmp_path, tiny_data_dir, [*TINY, f"base.ckpt={tmp_path / 'lenet' / 'base.pt'}"])
+
+
+def test_bad_stage_and_wrong_pair_fail_before_training(tmp_path: Path, tiny_data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="stage must be one of"):
+        run_train(tmp_path, tiny_data_dir, [*TINY, "stage=nope"])
+    with pytest.raises(ValueError, match="pairs only with encoders"):
+        run_train(tmp_path, tiny_data_dir, [*TINY, "encoder=learned"])
+    with pytest.raises(ValueError, match="r < k"):
+        run_train(tmp_path, tiny_data_dir, [*TINY, "r=2"])
+
+
+def test_shorthands_reach_the_code_node(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, tmp_path, ["encoder=concat", "k=4", "r=2", "decoder=learned"])
+    assert (cfg.code.encoder, cfg.code.decoder, cfg.code.k, cfg.code.r) == ("concat", "learned", 4, 2)
+    assert cfg.data.group_size == 4
+
+
+@pytest.mark.skipif(not (SHARED / "mnist.npz").exists(), reason="real MNIST not found (set PARM_SHARED_DATA)")
+def test_end_to_end_real_mnist_beats_chance(tmp_path: Path) -> None:
+    summary = run_train(tmp_path, SHARED, ["trainer.max_epochs=1", "base.epochs=1", "trainer.accelerator=cpu",
+                                           "trainer.enable_progress_bar=false"])
+    assert summary["test"]["available_acc"] > 0.9
+    assert summary["test"]["degraded_acc"] > 0.5, "one epoch of parity training is far above 10% chance"
