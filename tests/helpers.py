@@ -14,7 +14,8 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
     "trainer.max_epochs=1", "base.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-    "data.eval_groups_per_batch=8", "data.val_size=100", "logger=csv",
+    "data.eval_groups_per_batch=8", "data.val_size=20", "data.groups_per_batch=4", "base.batch_size=16",
+    "logger=csv",
 ]
 
 
