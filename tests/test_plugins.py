@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import parm.coding.registry as registry_mod
+from helpers import TINY
 from parm.coding import Encoder, PluginError, PluginImportError
 from parm.coding.registry import AUTOLOAD_ENV, Registry
-from helpers import TINY
 from parm_coders.sum import SumEncoder
 
 ROOT = Path(__file__).resolve().parents[1]

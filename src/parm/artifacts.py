@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from parm.coding import Code, CodeSpec, build_code
-from parm.models.checkpoint import read_checkpoint
-from parm.models.checkpoint import build_from_spec, load_state_dict_checked, save_model
+from parm.models.checkpoint import build_from_spec, load_state_dict_checked, read_checkpoint, save_model
 
 FORMAT = "parm.parity/1"
 
