@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from parm.artifacts import code_record, save_parity
-from parm.coding import CodeSpec, build_code
+from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
+from parm.devices import hydra_job, place_job, sweep_identity
 from parm.lit import BaseModule, ParityModule, ThroughputMonitor
 from parm.models.checkpoint import build_from_spec, load_model, save_model
 from parm.report import format_table, write_summary
@@ -47,8 +50,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary = train_parity(cfg, datamodule, model_spec, out_dir)
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
-    print(format_table(summary))
-    summary["summary_path"] = str(write_summary(out_dir, summary))
+    if rank_zero_only.rank == 0:  # under DDP every process gets here with the same (synced) results
+        print(format_table(summary))
+        summary["summary_path"] = str(write_summary(out_dir, summary))
     return summary
 
 
@@ -65,14 +69,31 @@ def _model_spec(node: DictConfig, input_shape: tuple[int, ...], num_classes: int
 
 def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any) -> pl.Trainer:
     """The configured Trainer, logging under ``out_dir``, keeping last and best-by-``monitor``."""
-    loggers = [instantiate(node, save_dir=str(out_dir)) for node in (cfg.logger or {}).values()]
+    loggers = [instantiate(node, save_dir=str(out_dir), **_run_identity(node))
+               for node in (cfg.logger or {}).values()]
     callbacks = [
         ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
                         save_last=True),
         ThroughputMonitor(),
     ]
+    job_num, parallel_jobs = hydra_job()
+    placement = place_job(str(cfg.trainer.get("accelerator", "auto")), cfg.trainer.get("devices", 1), job_num,
+                          parallel_jobs, jobs_per_gpu=int(OmegaConf.select(cfg, "jobs_per_gpu", default=1)))
+    if placement is not None:
+        overrides = {**placement.trainer_kwargs(), **overrides}
+        if placement.threads:
+            torch.set_num_threads(placement.threads)
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir),
                        **overrides)
+
+
+def _run_identity(node: DictConfig) -> dict[str, str]:
+    """W&B ``group``/``name`` left null in the config: the sweep folder and the job's overrides."""
+    if not str(node.get("_target_", "")).endswith("WandbLogger"):
+        return {}
+    sweep_dir, job_name = sweep_identity()
+    filled = {"group": sweep_dir or "single-runs", "name": job_name}
+    return {key: value for key, value in filled.items() if node.get(key) is None and value}
 
 
 def _fit_and_test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
@@ -109,8 +130,19 @@ def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path,
     trainer = make_trainer(cfg, out_dir, monitor="val/acc", max_epochs=cfg.base.epochs)
     metrics = _fit_and_test(trainer, module, datamodule)
     path = save_to or out_dir / "base.pt"
-    save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"), "data": cfg.data._target_})
+    if trainer.is_global_zero:
+        save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"),
+                                                         "data": cfg.data._target_})
+    trainer.strategy.barrier()  # other ranks load F from this file next
+    _close_runs(trainer)
     return path, metrics, _throughput(trainer)
+
+
+def _close_runs(trainer: pl.Trainer) -> None:
+    """End W&B runs: F's and F_P's trainings in one process are two runs, not one."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            logger.experiment.finish()
 
 
 def _throughput(trainer: pl.Trainer) -> ThroughputMonitor:
@@ -137,9 +169,21 @@ def load_or_train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Pat
     return model, path
 
 
-def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
-                 out_dir: Path) -> dict[str, Any]:
-    """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
+@dataclass
+class ParityParts:
+    """Everything :func:`train_parity` builds before fitting (also used by ``scripts/bench_train.py``)."""
+
+    module: ParityModule
+    base_path: Path
+    parity_models: list[torch.nn.Module]
+    parity_spec: dict[str, Any]
+    code: Code
+    code_kwargs: tuple[dict[str, Any], dict[str, Any]]
+
+
+def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
+                 out_dir: Path) -> ParityParts:
+    """F (loaded or trained first), the code, F_P and the :class:`ParityModule`, as configured."""
     base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
     code_cfg = cfg.code
     spec = CodeSpec(int(code_cfg.k), int(code_cfg.r))
@@ -154,28 +198,81 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     if cfg.parity.init_from_base:
         for model in parity_models:
             model.load_state_dict(base_model.state_dict())
+    fast = fast_path_options(cfg, base_model)
+    if fast["channels_last"]:
+        for model in (base_model, *parity_models):
+            model.to(memory_format=torch.channels_last)
     cache = cfg.parity.cache_targets
     module = ParityModule(
-        base_model, parity_models, code, optimizer=instantiate(cfg.optimizer),
+        base_model, parity_models, code, optimizer=instantiate(cfg.optimizer, lr=scaled_lr(cfg)),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss,
         default_class=int(datamodule.train_label_counts.argmax()),
         cache_targets=(not datamodule.augment) if cache == "auto" else bool(cache),
-        fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns,
+        fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, **fast,
     )
+    return ParityParts(module, base_path, parity_models, parity_spec, code,  # type: ignore[arg-type]
+                       (encoder_kwargs, decoder_kwargs))  # type: ignore[arg-type]
+
+
+def fast_path_options(cfg: DictConfig, base_model: torch.nn.Module) -> dict[str, bool]:
+    """``compile``, ``channels_last`` and ``precompute_targets`` for :class:`ParityModule`.
+
+    ``parity.channels_last: auto`` turns it on for convolutional networks trained on CUDA, where
+    tensor-core convolutions want NHWC; on CPU it only costs layout conversions.
+    """
+    channels_last = OmegaConf.select(cfg, "parity.channels_last", default="auto")
+    if channels_last == "auto":
+        on_cuda = str(cfg.trainer.get("accelerator", "auto")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        channels_last = on_cuda and any(isinstance(m, torch.nn.Conv2d) for m in base_model.modules())
+    return {"compile": bool(OmegaConf.select(cfg, "parity.compile", default=False)),
+            "channels_last": bool(channels_last),
+            "precompute_targets": bool(OmegaConf.select(cfg, "parity.precompute_targets", default=True))}
+
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+def scaled_lr(cfg: DictConfig) -> float:
+    """The optimizer's lr under ``parity.lr_scaling`` for ``data.groups_per_batch`` groups per batch.
+
+    ``linear`` (Goyal et al.) or ``sqrt`` scaling from ``parity.lr_base_batch`` groups (the reference's
+    64), so a large GPU batch keeps the reference's per-sample step size; ``none`` keeps ``optimizer.lr``.
+    """
+    rule = OmegaConf.select(cfg, "parity.lr_scaling", default="none")
+    if rule not in LR_SCALINGS:
+        raise ValueError(f"parity.lr_scaling must be one of {LR_SCALINGS}, got {rule!r}.")
+    lr = float(cfg.optimizer.lr)
+    ratio = int(cfg.data.groups_per_batch) / int(OmegaConf.select(cfg, "parity.lr_base_batch", default=64))
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[rule]
+
+
+def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
+                 out_dir: Path) -> dict[str, Any]:
+    """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
+    parts = build_parity(cfg, datamodule, model_spec, out_dir)
+    code, spec = parts.code, parts.code.spec
     trainer = make_trainer(cfg, out_dir, monitor="val/agreement")
-    metrics = _fit_and_test(trainer, module, datamodule, ckpt_path=cfg.ckpt_path)
-    parity_path = save_parity(out_dir / "parity.pt", parity_models, parity_spec, code,
-                              code_record(code, encoder_kwargs, decoder_kwargs), datamodule.input_shape, output_shape,
-                              meta={"base": str(base_path), "test": metrics})
+    metrics = _fit_and_test(trainer, parts.module, datamodule, ckpt_path=cfg.ckpt_path)
+    parity_path = out_dir / "parity.pt"
+    if trainer.is_global_zero:
+        save_parity(parity_path, parts.parity_models, parts.parity_spec, code, code_record(code, *parts.code_kwargs),
+                    datamodule.input_shape, (datamodule.num_classes,),
+                    meta={"base": str(parts.base_path), "test": metrics})
     test = {key.removeprefix("test/"): value for key, value in metrics.items() if key.startswith("test/")}
     overall = {key.split("@", 1)[1]: test.pop(key) for key in list(test) if key.startswith("overall_acc@")}
     monitor = _throughput(trainer)
+    for logger in trainer.loggers:  # throughput next to the test metrics (W&B run summary, CSV, ...)
+        logger.log_metrics({"train/samples_per_second": monitor.samples_per_second,
+                            "train/seconds": monitor.seconds}, step=trainer.global_step)
+        logger.save()
+    _close_runs(trainer)
     return {
         "stage": "parity",
         "title": f"{type(datamodule).__name__} k={spec.k} r={spec.r} {code.names[0]}/{code.names[1]}",
         "test": test, "overall": overall,
         "timing": {"train_seconds": monitor.seconds, "samples_per_second": monitor.samples_per_second,
-                   "groups_per_second": monitor.samples_per_second / spec.k},
-        "artifacts": {"base": str(base_path), "parity": str(parity_path),
+                   "groups_per_second": monitor.samples_per_second / spec.k,
+                   "target_precompute_seconds": parts.module.target_seconds},
+        "artifacts": {"base": str(parts.base_path), "parity": str(parity_path),
                       "best_ckpt": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""},
     }

@@ -245,10 +245,13 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _loader(self, stage: str) -> TensorLoader:
         x, y = self.split(stage)
+        # Under DDP every process holds the whole split and reads its own shard of it.
+        shard = {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size} \
+            if self.trainer is not None and self.trainer.world_size > 1 else {}
         if stage == "train":
             return TensorLoader(x, y, self.groups_per_batch * self.group_size, shuffle=True, drop_last=True,
-                                seed=self.seed)
-        return TensorLoader(x, y, self.eval_groups_per_batch * self.group_size)
+                                seed=self.seed, **shard)
+        return TensorLoader(x, y, self.eval_groups_per_batch * self.group_size, **shard)
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train")

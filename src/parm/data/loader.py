@@ -42,6 +42,11 @@ class TensorLoader:
         shuffle: reshuffle every epoch with :class:`EpochShuffle`; otherwise a fixed order.
         drop_last: drop the trailing partial batch.
         seed: seed of the shuffle.
+        rank: this process's rank among ``world_size`` data-parallel processes (DDP).
+        world_size: with more than one process each rank gets a disjoint shard: training draws the same
+            per-epoch permutation on every rank and keeps every ``world_size``-th sample of it (equal
+            counts, so every rank runs the same number of steps); evaluation keeps every
+            ``world_size``-th batch (whole coding groups stay together).
 
     Yields:
         ``x[index]``, ``y[index]`` and ``index`` ``(B,)`` int64: each sample's row in ``x``.
@@ -60,7 +65,11 @@ class TensorLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}.")
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}.")
         if batch_size < 1:
@@ -69,20 +78,31 @@ class TensorLoader:
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.sampler = EpochShuffle(seed) if shuffle else None
+        self.rank, self.world_size = rank, world_size
+
+    def _batches(self) -> int:
+        """Batches over all ranks (unsharded eval) or of this rank's shard (shuffled training)."""
+        n = len(self.x) // self.world_size if self.sampler is not None else len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        total = self._batches()
+        if self.sampler is not None or self.world_size == 1:
+            return total
+        return len(range(self.rank, total, self.world_size))
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.x)
         device = self.x.device
-        order = self.sampler.next_permutation(n).to(device) if self.sampler is not None else None
+        if self.sampler is None:
+            for start in range(self.rank * self.batch_size, self._batches() * self.batch_size,
+                               self.batch_size * self.world_size):
+                stop = min(start + self.batch_size, n)
+                yield self.x[start:stop], self.y[start:stop], torch.arange(start, stop, device=device)
+            return
+        order = self.sampler.next_permutation(n).to(device)
+        if self.world_size > 1:
+            order = order[self.rank::self.world_size][: n // self.world_size]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            if order is None:
-                index = torch.arange(start, stop, device=device)
-                yield self.x[start:stop], self.y[start:stop], index
-            else:
-                index = order[start:stop]
-                yield self.x[index], self.y[index], index
+            index = order[start:start + self.batch_size]
+            yield self.x[index], self.y[index], index

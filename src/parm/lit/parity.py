@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from parm.coding import Code, erasure_patterns, random_erasures
 from parm.metrics import ParityMetrics
 
 LOSSES = ("mse", "kl")
+_PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
 
 
 class ParityModule(pl.LightningModule):
@@ -36,13 +38,23 @@ class ParityModule(pl.LightningModule):
         fractions: f_u values of the overall-accuracy table.
         max_eval_patterns: cap on erasure patterns scored per group (a seeded sample when C(k, r)
             is larger); None scores all.
+        compile: run F and F_P through ``torch.compile`` (the networks, not this module; the
+            state dict keeps its plain keys).
+        channels_last: feed 4-D inputs to the networks in channels-last memory format (faster
+            convolutions on tensor cores); the caller converts the networks' weights.
+        precompute_targets: with ``cache_targets``, compute F on the whole training split once when
+            training starts (batched, no per-step bookkeeping) instead of filling the cache lazily.
+
+    Speed: the training step makes no host synchronisation once targets are cached, and the loss is
+    logged (and checked for NaN/inf) every ``trainer.log_every_n_steps`` steps rather than every step.
     """
 
     def __init__(self, base_model: nn.Module, parity_models: Sequence[nn.Module], code: Code,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable[..., Any] | None = None,
                  loss: str = "mse", default_class: int = 0, cache_targets: bool = True,
                  fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5),
-                 max_eval_patterns: int | None = 64) -> None:
+                 max_eval_patterns: int | None = 64, compile: bool = False, channels_last: bool = False,
+                 precompute_targets: bool = True) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
@@ -59,6 +71,15 @@ class ParityModule(pl.LightningModule):
         self.register_buffer("eval_patterns", erasure_patterns(code.spec, max_eval_patterns), persistent=False)
         self._target_cache: torch.Tensor | None = None
         self._target_known: torch.Tensor | None = None
+        self._cache_complete = False
+        self.precompute_targets = precompute_targets
+        self.channels_last = channels_last
+        # Plain lists, so the compiled wrappers are not registered as submodules (state dict unchanged).
+        self._base_call: list[Callable[[torch.Tensor], torch.Tensor]] = [
+            torch.compile(self.base_model) if compile else self.base_model]
+        self._parity_calls: list[Callable[[torch.Tensor], torch.Tensor]] = [
+            torch.compile(m) if compile else m for m in self.parity_models]
+        self.target_seconds = 0.0  # time spent precomputing F's training outputs
         metrics_args = {"num_classes": code.decoder.output_dim, "default_class": default_class,
                         "fractions": tuple(fractions)}
         self.val_metrics = ParityMetrics(**metrics_args)
@@ -70,16 +91,40 @@ class ParityModule(pl.LightningModule):
         return self
 
     # --- forward pieces -------------------------------------------------------------------
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F's outputs ``(N, C)`` in float32 for inputs ``(N, *S)``, without gradients."""
+        with torch.no_grad():
+            return self._base_call[0](self._layout(x)).float()
+
     def parity_forward(self, groups: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, k, *S)`` groups and answer each parity: ``(B, r, C)``."""
         queries = self.code.encode(groups)
-        return torch.stack([model(queries[:, j]) for j, model in enumerate(self.parity_models)], dim=1)
+        return torch.stack([call(self._layout(queries[:, j])) for j, call in enumerate(self._parity_calls)], dim=1)
+
+    def on_train_start(self) -> None:
+        """Fill the target cache from the whole training split at once when the datamodule allows it."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not (self.cache_targets and self.precompute_targets and hasattr(datamodule, "split")
+                and hasattr(datamodule, "normalize")) or self._cache_complete:
+            return
+        started = time.perf_counter()
+        x = datamodule.split("train")[0]
+        outputs = [self.base_forward(datamodule.normalize(chunk.to(self.device, non_blocking=True)))
+                   for chunk in x.split(_PRECOMPUTE_CHUNK)]
+        self._target_cache = torch.cat(outputs)
+        self._target_known = torch.ones(len(x), dtype=torch.bool, device=self.device)
+        self._cache_complete = True
+        self.target_seconds = time.perf_counter() - started
 
     def _targets(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """F's outputs ``(N, C)``, served from the cache once every index has been seen."""
         if not self.cache_targets:
-            with torch.no_grad():
-                return self.base_model(x).float()
+            return self.base_forward(x)
+        if self._cache_complete and self._target_cache is not None and self._target_cache.device == x.device:
+            return self._target_cache[index]  # no host sync
         needed = int(index.max()) + 1
         if self._target_cache is None or self._target_known is None or self._target_cache.device != x.device \
                 or self._target_cache.shape[0] < needed:
@@ -87,8 +132,7 @@ class ParityModule(pl.LightningModule):
         assert self._target_cache is not None and self._target_known is not None
         if bool(self._target_known[index].all()):
             return self._target_cache[index]
-        with torch.no_grad():
-            out = self.base_model(x).float()
+        out = self.base_forward(x)
         self._target_cache[index] = out
         self._target_known[index] = True
         return out
@@ -122,21 +166,43 @@ class ParityModule(pl.LightningModule):
         groups = self._group(x)
         parities = self.parity_forward(groups)  # (B, r, C)
         available = random_erasures(self.spec, groups.shape[0], device=x.device)
-        estimate = self.code.decode(targets, parities, available)
-        erased = ~available[:, : self.spec.k]
-        loss = self._loss(estimate[erased], targets[erased])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"parity loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
-                f"Lower the learning rate (optimizer.lr=...), or check the inputs and F for NaN/inf."
-            )
-        self.log("train/loss", loss, prog_bar=True)
+        estimate, target = self._erased_pairs(targets, parities, available)
+        loss = self._loss(estimate, target)
+        # Checking and logging read the loss on the host (a sync on GPUs): only on logging steps.
+        if self._is_log_step():
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"parity loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                    f"Lower the learning rate (optimizer.lr=...), or check the inputs and F for NaN/inf."
+                )
+            self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _erased_pairs(self, targets: torch.Tensor, parities: torch.Tensor,
+                      available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded and true outputs of the erased slots, ``(B * r, C)`` each, without host syncs.
+
+        ``code.decode`` validates the mask (a sync) and boolean indexing needs ``nonzero`` (another):
+        the mask is ours and has exactly r erasures per group, so decode directly and gather them.
+        """
+        k, r = self.spec.k, self.spec.r
+        batch, dim = targets.shape[0], self.code.decoder.output_dim
+        outputs = torch.where(available[:, :k, None], targets.reshape(batch, k, dim), 0.0)
+        estimate = self.code.decoder.decode(outputs, parities.reshape(batch, r, dim).float(), available)
+        # Erased slots first, in slot order (stable sort), as boolean indexing would list them.
+        erased = (~available[:, :k]).to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :r]
+        index = erased[..., None].expand(-1, -1, dim)
+        truth = targets.reshape(batch, k, dim).gather(1, index)
+        return estimate.gather(1, index).reshape(-1, dim), truth.reshape(-1, dim)
+
+    def _is_log_step(self) -> bool:
+        every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer is not None else 1
+        return self.global_step % max(int(every), 1) == 0
 
     def _shared_eval(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
         x, y = batch[0], batch[1]
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        outputs = self.base_model(x).float()
+        outputs = self.base_forward(x)
         metrics.update_available(outputs, y)
         groups = self._group(x)
         if groups.shape[0] == 0:

@@ -1,0 +1,134 @@
+"""scripts/bench_train.py and the speed work in ParityModule: same results, every code path runs on CPU."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import compose_train
+from parm.coding import CodeSpec, build_code
+from parm.lit import ParityModule
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_train  # noqa: E402
+
+TINY_SET = ["trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8", "base.epochs=1"]
+
+
+def test_bench_train_writes_table_and_json(tmp_path: Path, tiny_data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    report = bench_train.main(["--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
+                               "--work-dir", str(tmp_path / "work"), "--steps", "3", "--repeats", "1",
+                               "--target", "0.15", "--budget", "2", "--eval-every", "2", "--out", str(out),
+                               "--set", *TINY_SET])
+    on_disk = json.loads(out.read_text())
+    assert on_disk["ratios"] == report["ratios"]
+    assert set(report["throughput"]) == {"parm", "reference", "speed_of_light"}
+    assert all(r["groups_per_second"] > 0 for r in report["throughput"].values())
+    assert report["setup"]["cache_targets"] is True
+    assert set(report["time_to_accuracy"]) == {"parm", "reference"}
+    assert report["time_to_accuracy"]["parm"]["trace"], "A_d was evaluated at least once"
+    assert "speed_of_light" in capsys.readouterr().out
+
+
+def test_reference_dataset_normalises_like_the_datamodule(tmp_path: Path, tiny_data_dir: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_train(tmp_path, tiny_data_dir, ["data=cifar10", "data.val_size=20", "data.groups_per_batch=8"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    x, y = datamodule.split("train")
+    dataset = bench_train.PerSampleDataset(x, y, datamodule.mean, datamodule.std)
+    sample, label = dataset[3]
+    torch.testing.assert_close(sample, datamodule.normalize(x[3:4])[0])
+    assert label == int(y[3])
+
+
+def _module(base: nn.Module, **kwargs: object) -> ParityModule:
+    code = build_code("sum", "subtraction", CodeSpec(3, 1), (6,), (4,))
+    return ParityModule(base, [nn.Linear(6, 4)], code, optimizer=functools.partial(torch.optim.Adam), **kwargs)
+
+
+def test_erased_pairs_match_boolean_indexing() -> None:
+    torch.manual_seed(0)
+    module = _module(nn.Linear(6, 4))
+    targets, parities = torch.randn(5, 3, 4), torch.randn(5, 1, 4)
+    available = torch.ones(5, 4, dtype=torch.bool)
+    available[torch.arange(5), torch.tensor([0, 2, 1, 1, 0])] = False
+    estimate, truth = module._erased_pairs(targets, parities, available)
+    erased = ~available[:, :3]
+    reference = module.code.decode(targets, parities, available)
+    torch.testing.assert_close(estimate, reference[erased])
+    torch.testing.assert_close(truth, targets[erased])
+
+
+def test_precomputed_targets_equal_lazy_cache() -> None:
+    class FakeData:
+        def split(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, torch.zeros(len(x), dtype=torch.long)
+
+        def normalize(self, t: torch.Tensor) -> torch.Tensor:
+            return t * 2
+
+    class FakeTrainer:
+        datamodule = FakeData()
+
+    x = torch.randn(10, 6)
+    base = nn.Linear(6, 4)
+    module = _module(base)
+    module._trainer = FakeTrainer()  # type: ignore[assignment]
+    module.on_train_start()
+    module._trainer = None
+    index = torch.tensor([7, 1, 4])
+    torch.testing.assert_close(module._targets(torch.zeros(3, 6), index), base(x[index] * 2).detach())
+    assert module._cache_complete and module.target_seconds >= 0
+
+
+def test_channels_last_and_compile_paths_run_on_cpu() -> None:
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 16, 4))
+    code = build_code("sum", "subtraction", CodeSpec(2, 1), (1, 4, 4), (4,))
+    module = ParityModule(conv, [nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 4))],
+                          code, optimizer=functools.partial(torch.optim.Adam), channels_last=True)
+    loss = module.training_step((torch.randn(8, 1, 4, 4), torch.zeros(8, dtype=torch.long), torch.arange(8)), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    compiled = ParityModule(nn.Linear(6, 4), [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1),
+                            (6,), (4,)), optimizer=functools.partial(torch.optim.Adam), compile=True)
+    assert set(compiled.state_dict()) == {"base_model.weight", "base_model.bias", "parity_models.0.weight",
+                                          "parity_models.0.bias"}, "compiled wrappers must not rename weights"
+
+
+def test_lr_scaling_rule(tmp_path: Path) -> None:
+    from parm.pipeline import scaled_lr
+
+    for rule, expected in (("none", 1e-3), ("linear", 8e-3), ("sqrt", 1e-3 * 8 ** 0.5)):
+        cfg = compose_train(tmp_path, tmp_path, ["data.groups_per_batch=512", f"parity.lr_scaling={rule}"])
+        assert scaled_lr(cfg) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="parity.lr_scaling must be one of"):
+        scaled_lr(compose_train(tmp_path, tmp_path, ["parity.lr_scaling=cubic"]))
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_at_tiny_size_on_cpu(tmp_path: Path) -> None:
+    shared = Path(os.environ.get("PARM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not (shared / "cifar10_gpu_subset_index.npz").exists():
+        pytest.skip("the shared CIFAR-10 files are not here (set PARM_SHARED_DATA)")
+    env = {**os.environ, "PARM_SUITE_TINY": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "PARM_SHARED_DATA": str(shared), "PARM_SUITE_WORK": str(tmp_path / "work")}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_suite.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"bench_b64.json", "bench_fast_cache_true.json", "bench_fast_cache_false.json",
+            "accuracy_gpu.md"} <= names
+    assert "| cifar10 resnet18 k=2 concat |" in done.stdout.splitlines()[-1] or "cifar10 resnet18" in done.stdout

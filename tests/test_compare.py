@@ -1,0 +1,75 @@
+"""scripts/compare_runs.py, parm.runs and scripts/reproduce.py on fabricated and tiny real runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from parm.runs import find_runs, load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import compare_runs  # noqa: E402
+import reproduce  # noqa: E402
+
+
+def _fake_run(folder: Path, encoder: str, k: int, a_d: float) -> None:
+    folder.mkdir(parents=True)
+    summary = {"stage": "parity", "test": {"available_acc": 0.97, "degraded_acc": a_d, "agreement": a_d + 0.01,
+                                           "default_acc": 0.11},
+               "overall": {"0.01": 0.97, "0.1": 0.96, "0.5": 0.9}, "timing": {"train_seconds": 12.5},
+               "config": {"k": k, "r": 1, "encoder": encoder, "decoder": "subtraction", "stage": "parity",
+                          "data": {"_target_": "parm.data.vision.MNISTDataModule"},
+                          "model": {"_target_": "parm.models.mlp.MLP"}}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/degraded_acc\n0,49,3.0,\n0,99,2.0,\n0,99,,0.7\n1,199,1.0,\n1,199,,0.8\n")
+
+
+def test_compare_runs_table_markdown_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep = tmp_path / "multirun"
+    for i, (encoder, k, a_d) in enumerate([("sum", 2, 0.88), ("sum", 4, 0.7), ("concat", 2, 0.94),
+                                           ("concat", 4, 0.8)]):
+        _fake_run(sweep / f"{i}_encoder={encoder},k={k}", encoder, k, a_d)
+    records = compare_runs.main([str(sweep), "--out", str(tmp_path / "cmp")])
+    assert [(r["encoder"], r["k"]) for r in records] == [("concat", 2), ("concat", 4), ("sum", 2), ("sum", 4)]
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| mnist | mlp | concat | subtraction | 2 | 1 | 0.9700 | 0.9400 |" in text
+    assert "f_u=0.5" in text
+    for png in ("degraded_vs_k.png", "overall_curves.png", "training_curves.png"):
+        assert (tmp_path / "cmp" / png).stat().st_size > 1000
+    assert "0.9400" in capsys.readouterr().out
+    run = load_run(sweep / "0_encoder=sum,k=2")
+    assert run.curves["val/degraded_acc"] == [(99, 0.7), (199, 0.8)]
+    assert run.overall == {0.01: 0.97, 0.1: 0.96, 0.5: 0.9}
+
+
+def test_runs_errors_say_what_to_point_at(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no summary.json under"):
+        find_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_runs(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_run(tmp_path / "bad")
+
+
+def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_dir: Path) -> None:
+    report = tmp_path / "accuracy.md"
+    reproduce.main(["--profile", "quick", "--only", "mnist mlp k=2", "--epochs", "1", "--scale", "0.1",
+                    "--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
+                    "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--set",
+                    "trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8",
+                    "trainer.limit_train_batches=2", "logger=csv"])
+    text = report.read_text()
+    assert "| mnist mlp k=2 sum | 1 |" in text and "| mnist mlp k=2 concat | 1 |" in text
+    assert "0.886" in text, "the reference code's figure sits beside ours"
+    assert json.loads(report.with_suffix(".json").read_text())["mnist mlp k=2 sum"]["test"]["degraded_acc"] >= 0
+    records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
+    assert len(records) == 2
