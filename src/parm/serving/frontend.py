@@ -1,0 +1,416 @@
+"""The coded-serving frontend: coding groups, dispatch, decode grace, deadlines, re-sends.
+
+Policies:
+    ``parm``: queries form coding groups of k; r parities are encoded and sent to parity instances;
+        a missing answer is rebuilt by the decoder once k of the k + r outputs are in.
+    ``plain``: each query goes to the least-loaded model instance (the ``none`` and ``equal``
+        baselines differ only in how many instances they get).
+    ``hedge``: like ``plain``, plus a backup request to another instance after ``hedge_delay_s``;
+        the first answer wins and the other request is cancelled.
+
+Every query is answered exactly once: with F's output, a reconstruction flagged ``degraded``, or an
+:class:`InstanceError` once ``max_attempts`` sends have failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from parm.coding import Code
+from parm.serving.instance import Instance, InstanceError, InstancePool, RequestCancelled
+
+Policy = Literal["parm", "plain", "hedge"]
+Done = Callable[[int, Instance, "torch.Tensor | Exception"], None]
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Frontend settings.
+
+    Args:
+        policy: ``"parm"``, ``"plain"`` or ``"hedge"``.
+        group_timeout_s: group-formation deadline. Members are sent the moment they arrive; the
+            parities once the group has k members. A group still short of k this long after its first
+            arrival is closed and its members stay uncoded (counted in ``Stats.uncoded``).
+        decode_grace_s: once decoding is possible, wait up to this long for the original (0 = decode
+            at once, the reference's behaviour).
+        query_deadline_s: optional per-query deadline; when it passes, decode at once if possible.
+        hedge_delay_s: ``hedge`` policy: when to send the backup request.
+        max_pending: queries admitted at once; :meth:`Frontend.predict` waits beyond (back-pressure).
+        max_attempts: sends of one query before it is answered with an error.
+    """
+
+    policy: Policy = "parm"
+    group_timeout_s: float = 0.05
+    decode_grace_s: float = 0.002
+    query_deadline_s: float | None = None
+    hedge_delay_s: float = 0.02
+    max_pending: int = 4096
+    max_attempts: int = 4
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("parm", "plain", "hedge"):
+            raise ValueError(f"policy must be 'parm', 'plain' or 'hedge', got {self.policy!r}.")
+        for name in ("group_timeout_s", "decode_grace_s", "hedge_delay_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}.")
+        if self.query_deadline_s is not None and self.query_deadline_s <= 0:
+            raise ValueError(f"query_deadline_s must be > 0 or None, got {self.query_deadline_s}.")
+        if self.max_pending < 1 or self.max_attempts < 1:
+            raise ValueError(f"max_pending and max_attempts must be >= 1, got {self.max_pending}, {self.max_attempts}.")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer.
+
+    Attributes:
+        output: ``(*output_shape)`` F(X), or the decoder's reconstruction when ``degraded``.
+        degraded: True when the answer was reconstructed from parities.
+        coded: True when the query travelled in a coding group.
+        latency_s: from :meth:`Frontend.predict` to the answer.
+    """
+
+    output: torch.Tensor
+    degraded: bool
+    coded: bool
+    latency_s: float
+
+
+@dataclass
+class Stats:
+    """Counters since start."""
+
+    queries: int = 0
+    answered: int = 0
+    degraded: int = 0
+    failed: int = 0
+    groups: int = 0
+    uncoded: int = 0
+    resent: int = 0
+    hedged: int = 0
+    cancelled: int = 0
+    instance_errors: int = 0
+
+
+@dataclass(eq=False)
+class _Query:
+    x: torch.Tensor
+    future: asyncio.Future[Prediction]
+    t0: float
+    group: _Group | None = None
+    slot: int = 0
+    attempts: int = 0
+    deadline_passed: bool = False
+    requests: dict[int, Instance] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Group:
+    queries: list[_Query]
+    r: int
+    k: int
+    coded: bool = True
+    used: set[str] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    outputs: list[torch.Tensor | None] = field(default_factory=list)
+    parities: list[torch.Tensor | None] = field(default_factory=list)
+    failed: set[int] = field(default_factory=set)
+    parity_requests: dict[int, Instance] = field(default_factory=dict)
+    grace: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        self.outputs = [None] * self.k
+        self.parities = [None] * self.r
+
+
+class Frontend:
+    """Serves queries over a pool of model (and, for ``parm``, parity) instances.
+
+    Args:
+        pool: the instances; a ``parm`` pool needs at least k model instances and, for every parity
+            index j < r, a parity instance answering parity j.
+        code: the code (``build_code(...)``); required for ``parm``, unused otherwise.
+        config: settings.
+    """
+
+    def __init__(self, pool: InstancePool, code: Code | None = None, config: FrontendConfig | None = None) -> None:
+        self.pool = pool
+        self.code = code
+        self.config = config or FrontendConfig()
+        self.stats = Stats()
+        self._ids = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._forming: _Group | None = None
+        self._forming_timer: asyncio.TimerHandle | None = None
+        self._admission = asyncio.Semaphore(self.config.max_pending)
+        self._pending: set[_Query] = set()
+        self._check_pool()
+
+    def _check_pool(self) -> None:
+        if not self.pool.members("model"):
+            raise ValueError("the pool has no model instances; add at least one.")
+        if self.config.policy != "parm":
+            return
+        if self.code is None:
+            raise ValueError("policy 'parm' needs a code: pass code=build_code(...).")
+        k, r = self.code.spec.k, self.code.spec.r
+        if len(self.pool.members("model")) < k:
+            raise ValueError(f"policy 'parm' with k={k} needs >= {k} model instances, the pool has "
+                             f"{len(self.pool.members('model'))}; a group never puts two members on one instance.")
+        absent = [j for j in range(r) if not self.pool.members("parity", j)]
+        if absent:
+            raise ValueError(f"policy 'parm' with r={r} needs a parity instance for every parity index; "
+                             f"none for {absent}.")
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one query when a code fixes it."""
+        return None if self.code is None else self.code.encoder.input_shape
+
+    @property
+    def pending(self) -> int:
+        """Queries admitted and not yet answered."""
+        return len(self._pending)
+
+    async def predict(self, x: torch.Tensor) -> Prediction:
+        """Answer one query ``(*input_shape)``; waits while ``max_pending`` queries are in flight.
+
+        Raises:
+            ValueError: ``x`` does not have the code's input shape.
+            InstanceError: every attempt failed.
+        """
+        if self.input_shape is not None and tuple(x.shape) != self.input_shape:
+            raise ValueError(f"a query must have shape {self.input_shape}, got {tuple(x.shape)}.")
+        await self._admission.acquire()
+        loop = asyncio.get_running_loop()
+        q = _Query(x=x, future=loop.create_future(), t0=time.perf_counter())
+        self._pending.add(q)
+        self.stats.queries += 1
+        if self.config.query_deadline_s is not None:
+            q.timer = loop.call_later(self.config.query_deadline_s, self._on_deadline, q)
+        if self.config.policy == "parm":
+            self._join_group(q)
+        else:
+            self._spawn(self._send_plain(q))
+        return await q.future
+
+    async def close(self) -> None:
+        """Cancel timers and dispatch tasks; queries still pending are answered with an error."""
+        for q in list(self._pending):
+            self._fail(q, InstanceError("the frontend was closed before an answer arrived."))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start(self, inst: Instance, x: torch.Tensor, on_done: Done) -> int:
+        """Send ``x`` to ``inst`` (its load already acquired by ``pool.pick``); returns the request id."""
+        req_id = next(self._ids)
+        self._spawn(self._call(inst, req_id, x, on_done))
+        return req_id
+
+    async def _call(self, inst: Instance, req_id: int, x: torch.Tensor, on_done: Done) -> None:
+        try:
+            result: torch.Tensor | Exception = await inst.infer(req_id, x)
+        except (InstanceError, RequestCancelled) as e:
+            result = e
+        except (OSError, ConnectionError, asyncio.IncompleteReadError) as e:
+            result = InstanceError(f"{inst.name}: {type(e).__name__}: {e}")
+        finally:
+            await self.pool.release(inst)
+        if isinstance(result, InstanceError):
+            self.stats.instance_errors += 1
+        on_done(req_id, inst, result)
+
+    def _cancel(self, requests: dict[int, Instance], keep: int | None = None) -> None:
+        for req_id, inst in list(requests.items()):
+            if req_id != keep:
+                inst.cancel(req_id)
+                self.stats.cancelled += 1
+        requests.clear()
+
+    def _answer(self, q: _Query, output: torch.Tensor, degraded: bool, keep: int | None = None) -> None:
+        if q.future.done():
+            return
+        self._cancel(q.requests, keep)
+        self._finish(q)
+        self.stats.answered += 1
+        self.stats.degraded += int(degraded)
+        latency = time.perf_counter() - q.t0
+        coded = q.group is not None and q.group.coded and len(q.group.queries) == q.group.k
+        q.future.set_result(Prediction(output, degraded, coded, latency))
+
+    def _fail(self, q: _Query, error: Exception) -> None:
+        if q.future.done():
+            return
+        self._cancel(q.requests)
+        self._finish(q)
+        self.stats.failed += 1
+        q.future.set_exception(error)
+
+    def _finish(self, q: _Query) -> None:
+        if q.timer is not None:
+            q.timer.cancel()
+        self._pending.discard(q)
+        self._admission.release()
+
+    def _on_deadline(self, q: _Query) -> None:
+        q.deadline_passed = True
+        if q.group is not None:
+            self._check_decode(q.group)
+
+    # -- plain and hedged queries ---------------------------------------------------------------
+
+    async def _send_plain(self, q: _Query, exclude: set[str] | None = None) -> None:
+        if q.future.done():
+            return
+        avoid = exclude if exclude and self.pool.can_ever_pick("model", 1, exclude=exclude) else None
+        (inst,) = await self.pool.pick("model", 1, exclude=avoid)
+        if q.future.done():
+            await self.pool.release(inst)
+            return
+        q.attempts += 1
+        q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_plain(q, rid, i, res))] = inst
+        if self.config.policy == "hedge" and q.attempts == 1:
+            asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge, q)
+
+    def _hedge(self, q: _Query) -> None:
+        if not q.future.done():
+            self.stats.hedged += 1
+            self._spawn(self._send_plain(q, exclude={i.name for i in q.requests.values()}))
+
+    def _on_plain(self, q: _Query, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
+        q.requests.pop(req_id, None)
+        if isinstance(result, torch.Tensor):
+            self._answer(q, result, degraded=False, keep=req_id)
+        elif isinstance(result, InstanceError) and not q.future.done() and not q.requests:
+            self._resend(q, result, lambda: self._send_plain(q, exclude={inst.name}))
+
+    def _resend(self, q: _Query, error: InstanceError, send: Callable[[], object]) -> None:
+        if q.attempts >= self.config.max_attempts:
+            self._fail(q, InstanceError(f"query failed after {q.attempts} attempts; last error: {error}"))
+        else:
+            self.stats.resent += 1
+            self._spawn(send())
+
+    # -- coding groups ---------------------------------------------------------------------------
+
+    def _join_group(self, q: _Query) -> None:
+        """Send ``q`` at once (never held for its group); encode the parities when the group fills."""
+        assert self.code is not None
+        loop = asyncio.get_running_loop()
+        if self._forming is None:
+            self._forming = _Group([], self.code.spec.r, self.code.spec.k)
+            self._forming_timer = loop.call_later(self.config.group_timeout_s, self._close_forming)
+        group = self._forming
+        q.group, q.slot, q.attempts = group, len(group.queries), 0
+        group.queries.append(q)
+        self._spawn(self._send_member(q))
+        if len(group.queries) == self.code.spec.k:
+            self._forming = None
+            if self._forming_timer is not None:
+                self._forming_timer.cancel()
+            self._spawn(self._send_parities(group))
+
+    def _close_forming(self) -> None:
+        """Group-formation deadline: a group still short of k members stays uncoded."""
+        group, self._forming = self._forming, None
+        if group is not None:
+            group.coded = False
+            self.stats.uncoded += len(group.queries)
+
+    async def _send_member(self, q: _Query) -> None:
+        """Send (or re-send) a member to the least-loaded model instance that no other member used."""
+        group = q.group
+        assert group is not None
+        async with group.lock:  # members pick one at a time, so two never land on one instance
+            if q.future.done():
+                return
+            exclude = group.used if self.pool.can_ever_pick("model", 1, exclude=group.used) else None
+            (inst,) = await self.pool.pick("model", 1, exclude=exclude)
+            group.used.add(inst.name)
+        if q.future.done():
+            await self.pool.release(inst)
+            return
+        q.attempts += 1
+        group.failed.discard(q.slot)
+        q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = inst
+
+    async def _send_parities(self, group: _Group) -> None:
+        assert self.code is not None
+        if all(q.future.done() for q in group.queries):
+            return  # every member already answered: nothing left to protect
+        with torch.inference_mode():
+            parities = self.code.encode(torch.stack([q.x for q in group.queries])[None])[0]
+        self.stats.groups += 1
+        for j in range(group.r):
+            (inst,) = await self.pool.pick("parity", 1, parity_index=j)
+            group.parity_requests[self._start(inst, parities[j], lambda rid, i, res, j=j: self._on_parity(
+                group, j, rid, res))] = inst
+
+    def _on_member(self, q: _Query, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
+        group = q.group
+        assert group is not None
+        q.requests.pop(req_id, None)
+        if isinstance(result, torch.Tensor):
+            group.outputs[q.slot] = result
+            self._answer(q, result, degraded=False)
+            self._check_decode(group)
+        elif isinstance(result, InstanceError) and not q.future.done() and not q.requests:
+            group.failed.add(q.slot)
+            if not self._check_decode(group):
+                self._resend(q, result, lambda: self._send_member(q))
+
+    def _on_parity(self, group: _Group, j: int, req_id: int, result: torch.Tensor | Exception) -> None:
+        group.parity_requests.pop(req_id, None)
+        if isinstance(result, torch.Tensor):
+            group.parities[j] = result
+            self._check_decode(group)
+
+    def _check_decode(self, group: _Group) -> bool:
+        """Decode now, arm the grace timer, or wait. Returns True if a decode happened or is armed."""
+        waiting = [q for q in group.queries if not q.future.done()]
+        if not waiting:
+            self._cancel(group.parity_requests)
+            return False
+        arrived = sum(o is not None for o in group.outputs) + sum(p is not None for p in group.parities)
+        if not group.coded or arrived < group.k:
+            return False
+        urgent = any(q.deadline_passed or q.slot in group.failed for q in waiting)
+        if urgent or self.config.decode_grace_s == 0:
+            self._decode(group)
+        elif group.grace is None:
+            group.grace = asyncio.get_running_loop().call_later(self.config.decode_grace_s, self._decode, group)
+        return True
+
+    def _decode(self, group: _Group) -> None:
+        assert self.code is not None
+        if group.grace is not None:
+            group.grace.cancel()
+        waiting = [q for q in group.queries if not q.future.done()]
+        if not waiting:
+            return
+        template = next(t for t in (*group.outputs, *group.parities) if t is not None)
+        available = torch.tensor([[t is not None for t in (*group.outputs, *group.parities)]])
+        outputs = torch.stack([template.new_zeros(template.shape) if t is None else t for t in group.outputs])
+        parities = torch.stack([template.new_zeros(template.shape) if t is None else t for t in group.parities])
+        with torch.inference_mode():
+            decoded = self.code.decode(outputs[None], parities[None], available)[0]
+        for q in waiting:
+            self._answer(q, decoded[q.slot].clone(), degraded=True)
+        self._cancel(group.parity_requests)

@@ -1,0 +1,83 @@
+"""Open-loop Poisson load against a frontend, and the latency summary both bench and simulator report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from parm.serving.frontend import Frontend
+
+PERCENTILES = (50, 90, 99, 99.5, 99.9)
+
+
+@dataclass
+class RunResult:
+    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class."""
+
+    latency: np.ndarray
+    degraded: np.ndarray
+    predicted: np.ndarray
+
+    def summary(self, labels: np.ndarray | None = None) -> dict[str, float]:
+        """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels``, lost queries."""
+        ok = ~np.isnan(self.latency)
+        lat = self.latency[ok] * 1e3
+        out = {f"p{p:g}": float(np.percentile(lat, p)) if lat.size else float("nan") for p in PERCENTILES}
+        out["mean"] = float(lat.mean()) if lat.size else float("nan")
+        out["degraded"] = float(self.degraded[ok].mean()) if lat.size else 0.0
+        out["lost"] = int((~ok).sum())
+        if labels is not None:
+            out["accuracy"] = float((self.predicted[ok] == labels[ok]).mean()) if lat.size else float("nan")
+        return out
+
+
+async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float, seed: int,
+                      on_answer: Callable[[], None] | None = None) -> RunResult:
+    """Send ``queries`` (``(n, *input_shape)``) at Poisson times of rate ``rate_hz``, open loop."""
+    n = len(queries)
+    gaps = np.random.default_rng(seed).exponential(1 / rate_hz, size=n)
+    arrivals = np.cumsum(gaps) - gaps[0]
+    latency = np.full(n, np.nan)
+    degraded = np.zeros(n, dtype=bool)
+    predicted = np.full(n, -1)
+
+    async def one(i: int) -> None:
+        try:
+            answer = await frontend.predict(queries[i])
+        except Exception:  # noqa: BLE001 - a lost query is recorded, whatever the cause
+            return
+        finally:
+            if on_answer is not None:
+                on_answer()
+        latency[i] = answer.latency_s
+        degraded[i] = answer.degraded
+        predicted[i] = int(answer.output.argmax())
+
+    tasks = []
+    start = time.perf_counter()
+    for i, t in enumerate(arrivals):
+        delay = start + t - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(i)))
+    await asyncio.gather(*tasks)
+    return RunResult(latency, degraded, predicted)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Fixed-width table of summaries (each row has ``policy`` and ``rate`` keys)."""
+    cols = ["policy", "rate", "p50", "p90", "p99", "p99.5", "p99.9", "mean", "degraded", "accuracy", "lost"]
+    lines = ["  ".join(f"{c:>9}" for c in cols)]
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            cells.append(f"{v:>9.4f}" if c in ("degraded", "accuracy") and isinstance(v, float)
+                         else f"{v:>9.2f}" if isinstance(v, float) else f"{v!s:>9}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Assemble a server from plain settings: local workers, a frontend, the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from parm.serving.frontend import Frontend, FrontendConfig
+from parm.serving.http import PredictionService
+from parm.serving.instance import InstancePool
+from parm.serving.local import LocalBackend
+
+log = logging.getLogger(__name__)
+LOOPBACK = "127.0.0.1"
+
+
+def build_app(base: str, parity: str | None, model_instances: int, parity_instances: int,
+              frontend: Mapping[str, Any] | None = None, worker: Mapping[str, Any] | None = None,
+              capacity: int = 64, max_batch: int = 64, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> web.Application:
+    """The aiohttp application; workers start with the app and stop with it.
+
+    Args:
+        base: F's model file (``base.pt``).
+        parity: the parity artifact (``parity.pt``); its code sets k, r and the input shape. Needed
+            for ``policy=parm``.
+        model_instances, parity_instances: instance counts.
+        frontend: :class:`FrontendConfig` fields.
+        worker: :class:`~parm.serving.worker.WorkerSpec` fields (``max_batch``, ``service_time_s``).
+        capacity: outstanding requests per instance before dispatch waits.
+        max_batch: most queries per HTTP request.
+        mean, std: normalisation of ``uint8`` inputs.
+    """
+    config = FrontendConfig(**dict(frontend or {}))
+    code, input_shape = None, None
+    if parity is not None:
+        from parm.artifacts import load_parity
+
+        artifact = load_parity(parity)
+        code, input_shape = artifact.code, artifact.input_shape
+    elif config.policy == "parm":
+        raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
+    else:
+        from parm.models.checkpoint import load_model
+
+        _, header = load_model(base)
+        input_shape = tuple(header["spec"]["input_shape"])
+    if config.policy != "parm":
+        parity_instances = 0
+    r = code.spec.r if code is not None else 1
+    backend = LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
+    service = PredictionService(Frontend(InstancePool(backend.instances, capacity), code, config),
+                                input_shape, max_batch=max_batch, mean=mean, std=std)
+    app = service.app()
+
+    async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
+        log.info("starting %d workers", len(backend.instances))
+        await backend.start()
+        yield
+        await service.frontend.close()
+        await backend.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app["service"] = service
+    return app
+
+
+def serve(host: str = LOOPBACK, port: int = 8080, **kwargs: Any) -> None:
+    """Build the app and serve it until interrupted. Binds loopback unless ``host`` says otherwise."""
+    if host != LOOPBACK:
+        log.warning("binding %s: the API is reachable beyond this machine", host)
+    web.run_app(build_app(**kwargs), host=host, port=port, print=log.info)

@@ -1,0 +1,147 @@
+"""A worker process: one model (F) or parity model (F_P) from a checkpoint, served over loopback.
+
+Protocol (frames of :mod:`parm.serving.wire`), frontend -> worker:
+    ``{"op": "infer", "id": n}`` + array ``(*input_shape)``; ``{"op": "cancel", "id": n}``;
+    ``{"op": "faults", "plan": {...}, "epoch": t0}`` (a :class:`FaultPlan` relative to wall time t0);
+    ``{"op": "crash"}`` (fault hook: die now).
+worker -> frontend: ``{"op": "result", "id": n}`` + array ``(*output_shape)``.
+
+The reader thread queues requests and notes cancellations; the main thread takes up to
+``max_batch`` queued requests at a time, drops cancelled ones, runs one batch and answers.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from parm.serving.faults import FaultPlan
+from parm.serving.wire import pack, recv_frame
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker loads and how it serves.
+
+    Args:
+        name: instance name.
+        checkpoint: ``base.pt`` (model file of F) or ``parity.pt`` (parity artifact).
+        parity_index: which parity model of the artifact to serve; None for F.
+        max_batch: most queued requests run as one batch.
+        service_time_s: emulated accelerator time per batch; a batch takes at least this long (0 = off).
+        threads: torch intra-op threads.
+    """
+
+    name: str
+    checkpoint: str
+    parity_index: int | None = None
+    max_batch: int = 8
+    service_time_s: float = 0.0
+    threads: int = 1
+
+
+def load_instance_model(spec: WorkerSpec):  # noqa: ANN201 - torch is imported lazily in the child
+    """The nn.Module this worker serves, in eval mode."""
+    if spec.parity_index is None:
+        from parm.models.checkpoint import load_model
+
+        model, _ = load_model(spec.checkpoint)
+    else:
+        from parm.artifacts import load_parity
+
+        artifact = load_parity(spec.checkpoint)
+        if not 0 <= spec.parity_index < len(artifact.parity_models):
+            raise ValueError(f"{spec.checkpoint} holds {len(artifact.parity_models)} parity models; "
+                             f"parity_index {spec.parity_index} is out of range.")
+        model = artifact.parity_models[spec.parity_index]
+    return model.eval()
+
+
+class _Inbox:
+    """Requests and control state shared by the reader thread and the serving loop."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[tuple[int, np.ndarray]] = queue.Queue()
+        self.cancelled: set[int] = set()
+        self.plan = FaultPlan()
+        self.epoch = time.time()
+        self.lock = threading.Lock()
+
+    def read_forever(self, sock: socket.socket) -> None:
+        try:
+            while True:
+                header, array = recv_frame(sock)
+                op = header.get("op")
+                if op == "infer" and array is not None:
+                    self.requests.put((int(header["id"]), array))
+                elif op == "cancel":
+                    with self.lock:
+                        self.cancelled.add(int(header["id"]))
+                elif op == "faults":
+                    self._arm(FaultPlan.from_dict(header["plan"]), float(header["epoch"]))
+                elif op == "crash":
+                    os._exit(17)
+        except (EOFError, OSError, ValueError):
+            os._exit(0)  # the frontend went away (or spoke nonsense): nothing left to serve
+
+    def _arm(self, plan: FaultPlan, epoch: float) -> None:
+        self.plan, self.epoch = plan, epoch
+        now = time.time() - epoch
+        for t in plan.crashes:
+            if t > now:
+                timer = threading.Timer(t - now, os._exit, (17,))
+                timer.daemon = True
+                timer.start()
+
+    def take(self, max_batch: int) -> list[tuple[int, np.ndarray]]:
+        batch = [self.requests.get()]
+        while len(batch) < max_batch:
+            try:
+                batch.append(self.requests.get_nowait())
+            except queue.Empty:
+                break
+        with self.lock:
+            kept = [(i, a) for i, a in batch if i not in self.cancelled]
+            self.cancelled.difference_update(i for i, _ in batch)
+        return kept
+
+
+def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
+    """Process entry: load, bind 127.0.0.1, report the port, serve one frontend connection."""
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    model = load_instance_model(spec)
+    server = socket.create_server(("127.0.0.1", 0))
+    port_pipe.send(server.getsockname()[1])
+    port_pipe.close()
+    sock, _ = server.accept()
+    server.close()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    inbox = _Inbox()
+    threading.Thread(target=inbox.read_forever, args=(sock,), daemon=True).start()
+    while True:
+        batch = inbox.take(spec.max_batch)
+        if not batch:
+            continue
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model(torch.from_numpy(np.stack([a for _, a in batch])).float()).numpy()
+        busy = max(time.perf_counter() - start, spec.service_time_s)
+        factor = inbox.plan.factor(time.time() - inbox.epoch)
+        # Emulated accelerator time and slow periods stretch the batch; the CPU is left to the others.
+        wait = busy * factor - (time.perf_counter() - start)
+        if wait > 0:
+            time.sleep(wait)
+        with inbox.lock:
+            answers = b"".join(pack({"op": "result", "id": i}, out[n]) for n, (i, _) in enumerate(batch)
+                               if i not in inbox.cancelled)
+            inbox.cancelled.difference_update(i for i, _ in batch)
+        sock.sendall(answers)

@@ -1,0 +1,101 @@
+"""Real worker processes on loopback: answers, crashes, restarts, fault plans."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from serving_fakes import write_checkpoints
+
+from parm.artifacts import load_parity
+from parm.models.checkpoint import load_model
+from parm.serving.faults import FaultPlan
+from parm.serving.frontend import Frontend, FrontendConfig
+from parm.serving.instance import InstancePool
+from parm.serving.local import LocalBackend
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[str, str]:
+    return write_checkpoints(tmp_path_factory.mktemp("ckpt"))
+
+
+async def _serve(base: str, parity: str, xs: torch.Tensor, scenario) -> tuple[list, Frontend, LocalBackend]:
+    artifact = load_parity(parity)
+    backend = LocalBackend.for_code(base, parity, n_model=3, n_parity=1, max_batch=4)
+    await backend.start()
+    try:
+        frontend = Frontend(InstancePool(backend.instances), artifact.code, FrontendConfig(decode_grace_s=0.002))
+
+        async def one(i: int):
+            await asyncio.sleep(0.003 * i)
+            return await frontend.predict(xs[i])
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(xs))]
+        await scenario(backend)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await frontend.close()
+        return results, frontend, backend
+    finally:
+        await backend.stop()
+
+
+def test_workers_answer_with_the_checkpoint_model(checkpoints) -> None:
+    base, parity = checkpoints
+    xs = torch.randn(20, 1, 28, 28)
+
+    async def nothing(backend):
+        return None
+
+    results, frontend, _ = asyncio.run(asyncio.wait_for(_serve(base, parity, xs, nothing), 120))
+    model, _ = load_model(base)
+    with torch.no_grad():
+        want = model.eval()(xs)
+    for res, w in zip(results, want, strict=False):
+        assert not isinstance(res, BaseException)
+        if not res.degraded:
+            torch.testing.assert_close(res.output, w, rtol=1e-5, atol=1e-5)
+    assert frontend.stats.answered == 20
+
+
+def test_a_crash_mid_run_loses_no_query_and_the_worker_restarts(checkpoints) -> None:
+    base, parity = checkpoints
+    xs = torch.randn(150, 1, 28, 28)
+
+    async def crash(backend):
+        # Slow model-0 down so that it holds requests, then kill it mid-run.
+        backend.set_faults([FaultPlan(slow=((0.0, 60.0, 1.0),)), FaultPlan(), FaultPlan(), FaultPlan()])
+        await asyncio.sleep(0.15)
+        backend.instances[0].crash()
+        await asyncio.sleep(0.1)
+        backend.instances[3].process.kill()  # the parity worker dies too, by signal
+
+    results, frontend, backend = asyncio.run(asyncio.wait_for(_serve(base, parity, xs, crash), 120))
+    assert all(not isinstance(r, BaseException) for r in results), [r for r in results if isinstance(r, Exception)]
+    assert frontend.stats.answered == 150 and frontend.stats.failed == 0
+    assert backend.instances[0].restarts + backend.instances[3].restarts >= 1
+
+
+def test_frontends_reusing_workers_never_mix_up_requests(checkpoints) -> None:
+    """Request ids restart with every frontend; stale cancels and answers must not touch new requests."""
+    base, parity = checkpoints
+    model, _ = load_model(base)
+    model.eval()
+
+    async def go():
+        backend = LocalBackend.for_code(base, None, n_model=2, n_parity=0, max_batch=4)
+        await backend.start()
+        try:
+            for _ in range(3):
+                frontend = Frontend(InstancePool(backend.instances), None,
+                                    FrontendConfig(policy="hedge", hedge_delay_s=0.0))  # a cancel per query
+                xs = torch.randn(30, 1, 28, 28)
+                got = await asyncio.wait_for(asyncio.gather(*(frontend.predict(x) for x in xs)), 30)
+                await frontend.close()
+                with torch.no_grad():
+                    torch.testing.assert_close(torch.stack([g.output for g in got]), model(xs), rtol=1e-5, atol=1e-5)
+        finally:
+            await backend.stop()
+
+    asyncio.run(go())
