@@ -30,6 +30,7 @@ def test_parity_run_writes_summary_artifacts_and_beats_chance(tmp_path: Path, ti
     assert artifact.spec.k == 2 and len(artifact.parity_models) == 1
     base, header = load_model(summary["artifacts"]["base"])
     assert header["spec"]["_target_"] == "parm.models.mlp.MLP"
+    assert len(header["meta"]["normalization"]["mean"]) == 1, "a server needs F's input normalisation"
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
 

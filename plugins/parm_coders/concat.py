@@ -86,10 +86,13 @@ class ConcatEncoder(Encoder):
         (rows, cols), (th, tw) = self.grid, self.tile
         flat = x.reshape(batch * k, channels, height, width)
         if self.mode == "area":
-            tiles = F.adaptive_avg_pool2d(flat, (th, tw))
+            # Tiles divide the image exactly, so area downsampling is a plain (rows x cols) average pool.
+            tiles = F.avg_pool2d(flat, (rows, cols)) if (rows, cols) != (1, 1) else flat
         else:
             tiles = F.interpolate(flat, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-        tiles = tiles.reshape(batch, 1, k, channels, th, tw) * self.coeffs.to(x.dtype)[None, :, :, None, None, None]
+        tiles = tiles.reshape(batch, 1, k, channels, th, tw)
+        if self.spec.r > 1:  # row 0 of the coefficients is all ones: plain tiling needs no multiply
+            tiles = tiles * self.coeffs.to(x.dtype)[None, :, :, None, None, None]
         empty = rows * cols - k
         if empty:
             tiles = F.pad(tiles, (0, 0, 0, 0, 0, 0, 0, empty))

@@ -34,7 +34,7 @@ class SubtractionDecoder(Decoder):
         dtype = torch.promote_types(outputs.dtype, torch.float32)
         coeffs, k = self.coeffs.to(dtype), self.spec.k
         # Residual of each parity once the available outputs are subtracted: (B, r, D).
-        residual = parities.to(dtype) - torch.einsum("rk,bkd->brd", coeffs, outputs.to(dtype))
+        residual = parities.to(dtype) - torch.matmul(coeffs, outputs.to(dtype))
         if self.spec.r == 1:
             # At most one output is missing, so every slot's estimate is the residual over its
             # coefficient; the base class keeps only the missing slot's. No per-pattern loop.

@@ -131,8 +131,10 @@ def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path,
     metrics = _fit_and_test(trainer, module, datamodule)
     path = save_to or out_dir / "base.pt"
     if trainer.is_global_zero:
+        # The input normalisation travels with F so a server feeds it what it was trained on.
+        normalization = {"mean": datamodule.mean.tolist(), "std": datamodule.std.tolist()}
         save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"),
-                                                         "data": cfg.data._target_})
+                                                         "data": cfg.data._target_, "normalization": normalization})
     trainer.strategy.barrier()  # other ranks load F from this file next
     _close_runs(trainer)
     return path, metrics, _throughput(trainer)

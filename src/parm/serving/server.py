@@ -32,10 +32,17 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         worker: :class:`~parm.serving.worker.WorkerSpec` fields (``max_batch``, ``service_time_s``).
         capacity: outstanding requests per instance before dispatch waits.
         max_batch: most queries per HTTP request.
-        mean, std: normalisation of ``uint8`` inputs.
+        mean, std: normalisation of ``uint8`` inputs; by default the one stored with F by train.py.
     """
+    from parm.models.checkpoint import load_model
+
     config = FrontendConfig(**dict(frontend or {}))
-    code, input_shape = None, None
+    _, header = load_model(base)
+    input_shape = tuple(header["spec"]["input_shape"])
+    stored = (header.get("meta") or {}).get("normalization") or {}
+    mean = stored.get("mean") if mean is None else mean
+    std = stored.get("std") if std is None else std
+    code = None
     if parity is not None:
         from parm.artifacts import load_parity
 
@@ -43,11 +50,6 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         code, input_shape = artifact.code, artifact.input_shape
     elif config.policy == "parm":
         raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
-    else:
-        from parm.models.checkpoint import load_model
-
-        _, header = load_model(base)
-        input_shape = tuple(header["spec"]["input_shape"])
     if config.policy != "parm":
         parity_instances = 0
     r = code.spec.r if code is not None else 1
