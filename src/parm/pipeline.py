@@ -40,6 +40,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}. Use stage=base or stage=parity.")
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
+    threads = OmegaConf.select(cfg, "threads", default=None)
+    if threads:
+        torch.set_num_threads(int(threads))
     out_dir = Path(cfg.output_dir)
     datamodule: TensorDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
