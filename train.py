@@ -9,10 +9,11 @@ from omegaconf import DictConfig
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from parm.pipeline import run  # imported here so `--help` and config errors stay fast
+    from parm.tasks import get_task
 
     summary = run(cfg)
-    # Returned for sweepers that optimise a value (e.g. Optuna): degraded-mode accuracy.
-    return summary["test"].get("degraded_acc")
+    # Returned for sweepers that optimise a value (e.g. Optuna): degraded-mode accuracy (or IoU hit rate).
+    return summary["test"].get(get_task(summary["task"]).degraded_key)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ class ReferenceLoop:
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=groups_per_batch * self.k, shuffle=True,
                                                   drop_last=True, generator=torch.Generator().manual_seed(seed))
         self.module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
-                                   default_class=int(datamodule.train_label_counts.argmax())).to(device)
+                                   default_answer=int(datamodule.train_label_counts.argmax())).to(device)
 
     def step(self, x: torch.Tensor) -> None:
         x = x.to(self.device)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from parm.coding import CodeSpec, build_code, erasure_patterns
+from parm.data.localization import make_localization_set
 from parm.metrics.regression import (
     IoUHitRate,
     LocalizationMetrics,
@@ -106,25 +107,7 @@ def test_box_checks_say_what_is_wrong() -> None:
         IoUHitRate(1.5)
 
 
-# ---- a tiny localization set, generated ----------------------------------------------------------------
-
-
-def make_localization_set(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` noisy ``(1, size, size)`` images with one bright rectangle; boxes ``(n, 4)`` in [0, 1].
-
-    Rectangles are at least a quarter of the side in each direction, on the pixel grid.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
-    extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
-    hi = torch.minimum(lo + extent, torch.tensor(size))
-    images = 0.2 * torch.randn(n, 1, size, size, generator=gen)
-    grid = torch.arange(size)
-    inside_y = (grid[None, :] >= lo[:, 1:2]) & (grid[None, :] < hi[:, 1:2])  # (n, size)
-    inside_x = (grid[None, :] >= lo[:, :1]) & (grid[None, :] < hi[:, :1])
-    images[:, 0] += (inside_y[:, :, None] & inside_x[:, None, :]).float()
-    boxes = torch.cat([lo, hi], dim=1).float() / size  # (x1, y1, x2, y2)
-    return images, boxes
+# ---- a tiny localization set, generated (parm.data.localization, shared with LocalizationDataModule) ----
 
 
 def test_generated_localization_set() -> None:

@@ -28,6 +28,7 @@ from parm.devices import hydra_job, place_job, sweep_identity
 from parm.lit import BaseModule, ParityModule, ThroughputMonitor
 from parm.models.checkpoint import build_from_spec, load_model, save_model
 from parm.report import format_table, write_summary
+from parm.tasks import Task, get_task
 
 # Data settings that shape batches, not the data itself: F does not depend on them.
 _BATCHING_KEYS = ("group_size", "groups_per_batch", "eval_groups_per_batch", "group_order")
@@ -46,11 +47,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.output_dir)
     datamodule: TensorDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
-    model_spec = _model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    task = resolve_task(cfg, datamodule)
+    model_spec = _model_spec(cfg.model, datamodule.input_shape, num_outputs(datamodule))
     if cfg.stage == "base":
-        summary = _base_summary(cfg, *train_base(cfg, model_spec, out_dir))
+        summary = _base_summary(cfg, task, *train_base(cfg, model_spec, out_dir))
     else:
         summary = train_parity(cfg, datamodule, model_spec, out_dir)
+    summary["task"] = task.name
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:  # under DDP every process gets here with the same (synced) results
@@ -59,8 +62,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def resolve_task(cfg: DictConfig, datamodule: TensorDataModule) -> Task:
+    """The task the data's targets make (:mod:`parm.tasks`); a ``task=`` in the config must agree with it."""
+    task = get_task(datamodule.task)
+    wanted = OmegaConf.select(cfg, "task", default=None)
+    if wanted is not None and get_task(wanted) is not task:
+        raise ValueError(f"task={wanted} does not fit {type(datamodule).__name__}, whose targets make it a "
+                         f"{task.name} task. Drop task= (the data decides it) or choose data of that task "
+                         f"(data=localization for regression).")
+    return task
+
+
+def num_outputs(datamodule: TensorDataModule) -> int:
+    """F's outputs per sample: the datamodule's ``output_shape`` (``(num_classes,)`` or ``(4,)``), which must be 1-D."""
+    shape = tuple(datamodule.output_shape)
+    if len(shape) != 1:
+        raise ValueError(f"{type(datamodule).__name__} has output_shape {shape}; parm's models and codes need "
+                         f"vector outputs (D,). Flatten the targets in the datamodule.")
+    return int(shape[0])
+
+
 def _model_spec(node: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
-    """A model config node with the data's shapes filled in, as plain builtins."""
+    """A model config node with the data's shapes filled in, as plain builtins (``num_classes``: outputs)."""
     node = node.copy()
     with open_dict(node):
         node.input_shape = list(input_shape)
@@ -125,18 +148,21 @@ def _base_cache_path(cfg: DictConfig, model_spec: dict[str, Any]) -> Path:
 
 def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path,
                save_to: Path | None = None) -> tuple[Path, dict[str, float], ThroughputMonitor]:
-    """Train F by cross-entropy and save it as a parm model file (``base.pt`` unless ``save_to``)."""
+    """Train F with its task's loss (cross-entropy, or MSE for boxes) and save it as a parm model file
+    (``base.pt`` unless ``save_to``)."""
     datamodule = instantiate(cfg.data, group_size=1, groups_per_batch=cfg.base.batch_size)
+    task = resolve_task(cfg, datamodule)
     model = build_from_spec(model_spec)
     scheduler = instantiate(cfg.base.scheduler) if cfg.base.scheduler else None
-    module = BaseModule(model, instantiate(cfg.base.optimizer), scheduler)
-    trainer = make_trainer(cfg, out_dir, monitor="val/acc", max_epochs=cfg.base.epochs)
+    module = BaseModule(model, instantiate(cfg.base.optimizer), scheduler, task=task)
+    trainer = make_trainer(cfg, out_dir, monitor=f"val/{task.base_metric}", max_epochs=cfg.base.epochs)
     metrics = _fit_and_test(trainer, module, datamodule)
     path = save_to or out_dir / "base.pt"
     if trainer.is_global_zero:
         # The input normalisation travels with F so a server feeds it what it was trained on.
         normalization = {"mean": datamodule.mean.tolist(), "std": datamodule.std.tolist()}
-        save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"),
+        save_model(path, module.model, model_spec, meta={"test_acc": metrics.get("test/acc"), "task": task.name,
+                                                         "test": _base_test(task, metrics),
                                                          "data": cfg.data._target_, "normalization": normalization})
     trainer.strategy.barrier()  # other ranks load F from this file next
     _close_runs(trainer)
@@ -154,9 +180,15 @@ def _throughput(trainer: pl.Trainer) -> ThroughputMonitor:
     return next(cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor))  # type: ignore[attr-defined]
 
 
-def _base_summary(cfg: DictConfig, path: Path, metrics: dict[str, float], monitor: ThroughputMonitor) -> dict[str, Any]:
+def _base_test(task: Task, metrics: dict[str, float]) -> dict[str, float | None]:
+    """F's test metrics under their summary names (``available_acc``; ``available_iou``, ``available_miou``)."""
+    return {name: metrics.get(f"test/{key}") for key, name in task.summary_keys.items()}
+
+
+def _base_summary(cfg: DictConfig, task: Task, path: Path, metrics: dict[str, float],
+                  monitor: ThroughputMonitor) -> dict[str, Any]:
     return {"stage": "base", "title": f"{cfg.data._target_.rsplit('.', 1)[-1]} {cfg.model._target_.rsplit('.', 1)[-1]}",
-            "test": {"available_acc": metrics.get("test/acc")}, "overall": {},
+            "test": _base_test(task, metrics), "overall": {},
             "timing": {"train_seconds": monitor.seconds, "samples_per_second": monitor.samples_per_second},
             "artifacts": {"base": str(path)}}
 
@@ -189,15 +221,17 @@ class ParityParts:
 def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
                  out_dir: Path) -> ParityParts:
     """F (loaded or trained first), the code, F_P and the :class:`ParityModule`, as configured."""
+    task = resolve_task(cfg, datamodule)
+    task.check_parity_loss(cfg.parity.loss)  # before F is trained, not after
     base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
     code_cfg = cfg.code
     spec = CodeSpec(int(code_cfg.k), int(code_cfg.r))
-    output_shape = (datamodule.num_classes,)
+    output_shape = (num_outputs(datamodule),)
     encoder_kwargs = OmegaConf.to_container(code_cfg.encoder_kwargs, resolve=True) or {}
     decoder_kwargs = OmegaConf.to_container(code_cfg.decoder_kwargs, resolve=True) or {}
     code = build_code(code_cfg.encoder, code_cfg.decoder, spec, datamodule.input_shape, output_shape,
                       encoder_kwargs, decoder_kwargs)  # type: ignore[arg-type]
-    parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, datamodule.num_classes)
+    parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, output_shape[0])
                    if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
     parity_models = [build_from_spec(parity_spec) for _ in range(spec.r)]
     if cfg.parity.init_from_base:
@@ -210,8 +244,8 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     cache = cfg.parity.cache_targets
     module = ParityModule(
         base_model, parity_models, code, optimizer=instantiate(cfg.optimizer, lr=scaled_lr(cfg)),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss,
-        default_class=int(datamodule.train_label_counts.argmax()),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss, task=task,
+        default_answer=task.default_answer(datamodule.split("train")[1]),
         cache_targets=(not datamodule.augment) if cache == "auto" else bool(cache),
         fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, **fast,
     )
@@ -256,15 +290,16 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
     parts = build_parity(cfg, datamodule, model_spec, out_dir)
     code, spec = parts.code, parts.code.spec
-    trainer = make_trainer(cfg, out_dir, monitor="val/agreement")
+    trainer = make_trainer(cfg, out_dir, monitor=f"val/{parts.module.task.parity_monitor}")
     metrics = _fit_and_test(trainer, parts.module, datamodule, ckpt_path=cfg.ckpt_path)
     parity_path = out_dir / "parity.pt"
     if trainer.is_global_zero:
         save_parity(parity_path, parts.parity_models, parts.parity_spec, code, code_record(code, *parts.code_kwargs),
-                    datamodule.input_shape, (datamodule.num_classes,),
+                    datamodule.input_shape, (num_outputs(datamodule),),
                     meta={"base": str(parts.base_path), "test": metrics})
     test = {key.removeprefix("test/"): value for key, value in metrics.items() if key.startswith("test/")}
-    overall = {key.split("@", 1)[1]: test.pop(key) for key in list(test) if key.startswith("overall_acc@")}
+    # A_o(f_u): overall_acc@{f_u}, or overall_iou@{f_u} for boxes.
+    overall = {key.split("@", 1)[1]: test.pop(key) for key in list(test) if key.startswith("overall_") and "@" in key}
     monitor = _throughput(trainer)
     for logger in trainer.loggers:  # throughput next to the test metrics (W&B run summary, CSV, ...)
         logger.log_metrics({"train/samples_per_second": monitor.samples_per_second,

@@ -15,6 +15,14 @@ ROWS = (
     ("degraded_top5_acc", "A_d  degraded accuracy (top-5)"),
     ("agreement", "reconstruction agreement with F"),
     ("default_acc", "default-answer baseline"),
+    # Boxes (task=regression): hit rates are shares of boxes with IoU >= 0.75.
+    ("available_iou", "A_a  IoU>=0.75 share (F vs truth)"),
+    ("available_miou", "     mean IoU (F vs truth)"),
+    ("degraded_iou", "A_d  IoU>=0.75 share (decoded)"),
+    ("degraded_miou", "     mean IoU (decoded vs truth)"),
+    ("agreement_iou", "IoU>=0.75 share, decoded vs F"),
+    ("degraded_mse", "MSE, decoded vs F"),
+    ("default_iou", "default-box baseline IoU>=0.75"),
 )
 
 

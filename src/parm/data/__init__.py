@@ -11,6 +11,7 @@ from typing import Any
 from parm.data.base import DATA_DIR_ENV, Splits, TensorDataModule
 from parm.data.image_folder import ImageFolderDataModule
 from parm.data.loader import TensorLoader
+from parm.data.localization import LocalizationDataModule, make_localization_set
 from parm.data.speech import SpeechCommandsDataModule, log_mel_spectrogram, mel_filterbank
 from parm.data.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
 
@@ -38,12 +39,14 @@ __all__ = [
     "CIFAR100DataModule",
     "FashionMNISTDataModule",
     "ImageFolderDataModule",
+    "LocalizationDataModule",
     "MNISTDataModule",
     "SpeechCommandsDataModule",
     "Splits",
     "TensorDataModule",
     "TensorLoader",
     "build_datamodule",
+    "make_localization_set",
     "log_mel_spectrogram",
     "mel_filterbank",
 ]

@@ -25,7 +25,8 @@ XY = tuple[torch.Tensor, torch.Tensor]
 class Splits:
     """What a dataset's loader returns: ``(x, y)`` per split plus the class names.
 
-    ``x`` is ``(N, C, H, W)`` uint8 (images) or float32 (audio features); ``y`` is ``(N,)`` int64.
+    ``x`` is ``(N, C, H, W)`` uint8 (images) or float32 (audio features); ``y`` is ``(N,)`` int64 labels,
+    or ``(N, D)`` float32 targets for regression (then ``class_names`` is empty).
     ``val`` is None when the dataset has no official validation split: it is then drawn from train.
     """
 
@@ -87,7 +88,8 @@ class TensorDataModule(pl.LightningDataModule):
     Data is loaded on first :meth:`setup`, or on first access of a data-dependent property.
 
     Batches are ``(x, y, index)``: ``x`` ``(B, C, H, W)`` (uint8 or float as stored; normalised float32
-    once :meth:`on_after_batch_transfer` has run), ``y`` ``(B,)`` int64, and ``index`` ``(B,)`` int64,
+    once :meth:`on_after_batch_transfer` has run), ``y`` ``(B,)`` int64 (or ``(B, D)`` float32 regression
+    targets), and ``index`` ``(B,)`` int64,
     each sample's row in :meth:`split` of that stage (a stable key for caching the base model's outputs).
     Consecutive runs of ``group_size`` samples in a batch form one coding group.
 
@@ -107,6 +109,7 @@ class TensorDataModule(pl.LightningDataModule):
     """
 
     name: str = ""  # the dataset's name in messages and in Hydra's `data=` group
+    task: str = "classification"  # what the targets are, a name in parm.tasks.TASKS
 
     def __init__(
         self,
@@ -223,6 +226,11 @@ class TensorDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of F's output for one sample: ``(num_classes,)`` logits for labelled data."""
+        return (self.num_classes,)
 
     @property
     def train_label_counts(self) -> torch.Tensor:

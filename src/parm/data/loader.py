@@ -37,7 +37,7 @@ class TensorLoader:
 
     Args:
         x: ``(N, C, H, W)`` inputs (uint8 images or float features).
-        y: ``(N,)`` int64 labels, same device as ``x``.
+        y: ``(N,)`` int64 labels or ``(N, *D)`` float regression targets (boxes), same device as ``x``.
         batch_size: samples per batch.
         shuffle: reshuffle every epoch with :class:`EpochShuffle`; otherwise a fixed order.
         drop_last: drop the trailing partial batch.

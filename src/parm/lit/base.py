@@ -3,50 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torchmetrics import Metric
 
-from parm.metrics import TopKAccuracy
+from parm.tasks import Task, get_task
 
 
 class BaseModule(pl.LightningModule):
-    """Cross-entropy training of F.
+    """Training of F with its task's loss: cross-entropy on logits, or MSE on boxes.
+
+    Logs ``{stage}/loss`` and the task's metrics (``{stage}/acc``; ``{stage}/iou`` and ``{stage}/miou``).
 
     Args:
-        model: F, mapping ``(N, *input_shape)`` to logits ``(N, C)``.
+        model: F, mapping ``(N, *input_shape)`` to outputs ``(N, D)`` (logits or boxes).
         optimizer: partial optimizer ``params -> Optimizer`` (Hydra ``_partial_``).
         scheduler: optional partial ``optimizer -> LRScheduler``, stepped per epoch.
+        task: what F predicts (:mod:`parm.tasks`), by name or as a :class:`~parm.tasks.Task`.
     """
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None) -> None:
+                 scheduler: Callable[..., Any] | None = None, task: str | Task = "classification") -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_acc = TopKAccuracy(top_k=1)
-        self.test_acc = TopKAccuracy(top_k=1)
+        self.task = get_task(task)
+        self.val_metrics = nn.ModuleDict(self.task.base_metrics())
+        self.test_metrics = nn.ModuleDict(self.task.base_metrics())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        loss = F.cross_entropy(self.model(x), y)
+        loss = self.task.base_loss(self.model(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _shared_eval(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
         x, y = batch[0], batch[1]
-        logits = self.model(x)
-        metric = self.val_acc if stage == "val" else self.test_acc
-        metric.update(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y))
-        self.log(f"{stage}/acc", metric, prog_bar=True)
+        outputs = self.model(x)
+        self.log(f"{stage}/loss", self.task.base_loss(outputs, y))
+        for key, module in (self.val_metrics if stage == "val" else self.test_metrics).items():
+            metric = cast(Metric, module)
+            metric.update(outputs, y)
+            self.log(f"{stage}/{key}", metric, prog_bar=key == self.task.base_metric)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._shared_eval(batch, "val")

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from parm.coding import Code, erasure_patterns, random_erasures
-from parm.metrics import ParityMetrics
+from parm.tasks import StageMetrics, Task, get_task
 
-LOSSES = ("mse", "kl")
 _PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
 
 
@@ -26,13 +25,17 @@ class ParityModule(pl.LightningModule):
     ``MSE(F_P(P), sum_i F(X_i))``; with learned coders it trains encoder, F_P and decoder jointly.
 
     Args:
-        base_model: F, frozen, ``(N, *input_shape) -> (N, C)``.
+        base_model: F, frozen, ``(N, *input_shape) -> (N, C)`` (logits, or boxes with C = 4).
         parity_models: r networks; model j answers parity query j.
         code: encoder/decoder pair from :func:`parm.coding.build_code`.
         optimizer: partial ``params -> Optimizer``.
         scheduler: optional partial ``optimizer -> LRScheduler`` (per epoch).
-        loss: ``"mse"`` on logits (reference) or ``"kl"`` from F's softmax to the reconstruction's.
-        default_class: answer of the default-answer baseline (most frequent training class).
+        loss: ``"mse"`` on F's outputs (reference) or, for classification only, ``"kl"`` from F's softmax
+            to the reconstruction's.
+        task: what F predicts (:mod:`parm.tasks`): decides the allowed losses and the metrics
+            (accuracies for ``classification``, IoU for ``regression``).
+        default_answer: the default-answer baseline's answer (:meth:`parm.tasks.Task.default_answer`):
+            the most frequent training class (None: class 0), or the mean training box (None: no baseline).
         cache_targets: keep F's outputs on the training set after first computing them. Only valid
             when training inputs are not augmented (the datamodule's ``augment``).
         fractions: f_u values of the overall-accuracy table.
@@ -49,15 +52,19 @@ class ParityModule(pl.LightningModule):
     logged (and checked for NaN/inf) every ``trainer.log_every_n_steps`` steps rather than every step.
     """
 
+    val_metrics: StageMetrics
+    test_metrics: StageMetrics
+
     def __init__(self, base_model: nn.Module, parity_models: Sequence[nn.Module], code: Code,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable[..., Any] | None = None,
-                 loss: str = "mse", default_class: int = 0, cache_targets: bool = True,
+                 loss: str = "mse", task: str | Task = "classification", default_answer: Any = None,
+                 cache_targets: bool = True,
                  fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5),
                  max_eval_patterns: int | None = 64, compile: bool = False, channels_last: bool = False,
                  precompute_targets: bool = True) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+        self.task = get_task(task)
+        self.task.check_parity_loss(loss)
         if len(parity_models) != code.spec.r:
             raise ValueError(f"need one parity model per parity (r={code.spec.r}), got {len(parity_models)}.")
         self.base_model = base_model.requires_grad_(False).eval()
@@ -80,10 +87,8 @@ class ParityModule(pl.LightningModule):
         self._parity_calls: list[Callable[[torch.Tensor], torch.Tensor]] = [
             torch.compile(m) if compile else m for m in self.parity_models]
         self.target_seconds = 0.0  # time spent precomputing F's training outputs
-        metrics_args = {"num_classes": code.decoder.output_dim, "default_class": default_class,
-                        "fractions": tuple(fractions)}
-        self.val_metrics = ParityMetrics(**metrics_args)
-        self.test_metrics = ParityMetrics(**metrics_args)
+        self.val_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
+        self.test_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
 
     def train(self, mode: bool = True) -> ParityModule:
         super().train(mode)
@@ -215,8 +220,9 @@ class ParityModule(pl.LightningModule):
         estimate = self.code.decode(base_groups.repeat(n_patterns, 1, 1), parities.repeat(n_patterns, 1, 1),
                                     available)
         erased = ~available[:, : self.spec.k]
-        metrics.update_degraded(estimate[erased], base_groups.repeat(n_patterns, 1, 1)[erased],
-                                labels.repeat(n_patterns, 1)[erased])
+        # Labels are (B, k) class indices or (B, k, 4) boxes.
+        labels = labels.repeat(n_patterns, *([1] * (labels.ndim - 1)))
+        metrics.update_degraded(estimate[erased], base_groups.repeat(n_patterns, 1, 1)[erased], labels[erased])
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._shared_eval(batch, "val")
@@ -229,7 +235,8 @@ class ParityModule(pl.LightningModule):
         values = metrics.compute()
         self.log_dict({f"{stage}/{key}": value for key, value in values.items()},
                       prog_bar=False, sync_dist=False)
-        self.log(f"{stage}/degraded_acc_pb", values["degraded_acc"], prog_bar=True, logger=False)
+        key = self.task.degraded_key
+        self.log(f"{stage}/{key}_pb", values[key], prog_bar=True, logger=False)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
