@@ -92,3 +92,21 @@ def test_end_to_end_real_mnist_beats_chance(tmp_path: Path) -> None:
                                            "trainer.enable_progress_bar=false"])
     assert summary["test"]["available_acc"] > 0.9
     assert summary["test"]["degraded_acc"] > 0.5, "one epoch of parity training is far above 10% chance"
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_f_once(tmp_path: Path, tiny_data_dir: Path) -> None:
+    """Two jobs of a parallel sweep that need the same F: one trains it, the other waits and loads it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    common = [sys.executable, str(root / "train.py"), f"data_dir={tiny_data_dir}", f"cache_dir={tmp_path / 'cache'}",
+              *TINY]
+    jobs = [subprocess.Popen([*common, f"hydra.run.dir={tmp_path / f'run{i}'}", f"k={2 + i}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+            for i in range(2)]
+    outputs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), outputs
+    assert sum("training F first" in out for out in outputs) == 1
+    assert len(list((tmp_path / "cache" / "base").glob("*.pt"))) == 1

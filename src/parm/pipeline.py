@@ -7,11 +7,14 @@ chosen by registered name through :func:`parm.coding.build_code`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -199,11 +202,27 @@ def load_or_train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Pat
         path = Path(cfg.base.ckpt)
     else:
         path = _base_cache_path(cfg, model_spec)
-        if not path.exists():
-            print(f"[parm] no base model configured or cached: training F first ({path})")
-            train_base(cfg, model_spec, out_dir / "base", save_to=path)
+        # Parallel sweep jobs needing the same F: one trains it, the others wait and load it. A
+        # multi-device run is one job (its ranks train F together), so it takes no lock.
+        single_device = cfg.trainer.get("devices", 1) in (1, "1")
+        with _file_lock(path.with_suffix(".lock")) if single_device else contextlib.nullcontext():
+            if not path.exists():
+                print(f"[parm] no base model configured or cached: training F first ({path})")
+                train_base(cfg, model_spec, out_dir / "base", save_to=path)
     model, _ = load_model(path, expected_spec=model_spec)
     return model, path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX flock) held for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
