@@ -50,6 +50,7 @@ class ConcatEncoder(Encoder):
     """
 
     traits: ClassVar[frozenset[str]] = frozenset({"linear"})
+    coeffs: torch.Tensor
 
     def __init__(self, spec: CodeSpec, input_shape: tuple[int, ...], grid: Sequence[int] | None = None,
                  mode: str = "area") -> None:

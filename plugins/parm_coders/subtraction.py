@@ -18,6 +18,7 @@ class SubtractionDecoder(Decoder):
     """Decoder for encoders with the ``linear`` trait (``sum``, ``concat``)."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"linear"})
+    coeffs: torch.Tensor
 
     def __init__(self, spec: CodeSpec, output_shape: tuple[int, ...], encoder: Encoder) -> None:
         super().__init__(spec, output_shape, encoder)

@@ -19,6 +19,7 @@ class SumEncoder(Encoder):
     """
 
     traits: ClassVar[frozenset[str]] = frozenset({"linear"})
+    coeffs: torch.Tensor
 
     def __init__(self, spec: CodeSpec, input_shape: tuple[int, ...]) -> None:
         super().__init__(spec, input_shape)

@@ -80,7 +80,8 @@ def hydra_job() -> tuple[int | None, int]:
         return None, 1
     if hydra.mode != RunMode.MULTIRUN:
         return None, 1
-    n_jobs = hydra.launcher.get("n_jobs", 1) if "launcher" in hydra else 1
+    launcher = getattr(hydra, "launcher", None)
+    n_jobs = launcher.get("n_jobs", 1) if launcher is not None else 1
     cores = os.cpu_count() or 1
     return int(hydra.job.num), cores if n_jobs in (None, -1) else max(1, int(n_jobs))
 

@@ -12,9 +12,9 @@ import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary["task"] = task.name
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
-    if rank_zero_only.rank == 0:  # under DDP every process gets here with the same (synced) results
+    if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process gets here with the same (synced) results
         print(format_table(summary))
         summary["summary_path"] = str(write_summary(out_dir, summary))
     return summary
@@ -93,7 +93,7 @@ def _model_spec(node: DictConfig, input_shape: tuple[int, ...], num_classes: int
         node.num_classes = int(num_classes)
     spec = OmegaConf.to_container(node, resolve=True)
     assert isinstance(spec, dict)
-    return spec
+    return {str(key): value for key, value in spec.items()}
 
 
 def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any) -> pl.Trainer:
@@ -128,7 +128,7 @@ def _run_identity(node: DictConfig) -> dict[str, str]:
 def _fit_and_test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
                   ckpt_path: str | None = None) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = _best_checkpoint(trainer)
     # Testing with ckpt_path="best" also leaves the best weights in the module for export.
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     return {key: float(value) for key, value in results[0].items()} if results else {}
@@ -172,11 +172,17 @@ def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path,
     return path, metrics, _throughput(trainer)
 
 
+def _best_checkpoint(trainer: pl.Trainer) -> str:
+    """Path of the best checkpoint so far, "" when none was kept (e.g. no validation ran)."""
+    callback = trainer.checkpoint_callback
+    return callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
+
+
 def _close_runs(trainer: pl.Trainer) -> None:
     """End W&B runs: F's and F_P's trainings in one process are two runs, not one."""
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
-            logger.experiment.finish()
+            logger.experiment.finish()  # type: ignore[attr-defined]
 
 
 def _throughput(trainer: pl.Trainer) -> ThroughputMonitor:
@@ -259,7 +265,7 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     fast = fast_path_options(cfg, base_model)
     if fast["channels_last"]:
         for model in (base_model, *parity_models):
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     cache = cfg.parity.cache_targets
     module = ParityModule(
         base_model, parity_models, code, optimizer=instantiate(cfg.optimizer, lr=scaled_lr(cfg)),
@@ -333,5 +339,5 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
                    "groups_per_second": monitor.samples_per_second / spec.k,
                    "target_precompute_seconds": parts.module.target_seconds},
         "artifacts": {"base": str(parts.base_path), "parity": str(parity_path),
-                      "best_ckpt": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""},
+                      "best_ckpt": _best_checkpoint(trainer)},
     }

@@ -44,7 +44,7 @@ class Registry(Generic[T]):
 
     group: str
     kind: str
-    base: type[T]
+    base: type  # Encoder or Decoder; abstract, so not type[T]
     _entries: dict[str, EntryPoint | type[T]] = field(default_factory=dict)
     _conflicts: dict[str, list[str]] = field(default_factory=dict)
     _discovered: bool = False

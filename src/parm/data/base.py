@@ -254,12 +254,12 @@ class TensorDataModule(pl.LightningDataModule):
     def _loader(self, stage: str) -> TensorLoader:
         x, y = self.split(stage)
         # Under DDP every process holds the whole split and reads its own shard of it.
-        shard = {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size} \
-            if self.trainer is not None and self.trainer.world_size > 1 else {}
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if distributed else (0, 1)  # type: ignore[union-attr]
         if stage == "train":
             return TensorLoader(x, y, self.groups_per_batch * self.group_size, shuffle=True, drop_last=True,
-                                seed=self.seed, **shard)
-        return TensorLoader(x, y, self.eval_groups_per_batch * self.group_size, **shard)
+                                seed=self.seed, rank=rank, world_size=world)
+        return TensorLoader(x, y, self.eval_groups_per_batch * self.group_size, rank=rank, world_size=world)
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train")

@@ -55,6 +55,8 @@ class ParityModule(pl.LightningModule):
     val_metrics: StageMetrics
     test_metrics: StageMetrics
 
+    eval_patterns: torch.Tensor
+
     def __init__(self, base_model: nn.Module, parity_models: Sequence[nn.Module], code: Code,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable[..., Any] | None = None,
                  loss: str = "mse", task: str | Task = "classification", default_answer: Any = None,
@@ -111,7 +113,7 @@ class ParityModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """Fill the target cache from the whole training split at once when the datamodule allows it."""
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
         if not (self.cache_targets and self.precompute_targets and hasattr(datamodule, "split")
                 and hasattr(datamodule, "normalize")) or self._cache_complete:
             return
