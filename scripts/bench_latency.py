@@ -34,13 +34,42 @@ from parm.serving.local import LocalBackend, LocalInstance
 from parm.serving.worker import WorkerSpec
 
 
-def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised ``(n, 1, 28, 28)`` float32 train/test images and labels."""
+def load_mnist(normalization: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised ``(n, 1, 28, 28)`` float32 train/test images and labels.
+
+    Args:
+        normalization: ``{"mean": [..], "std": [..]}`` in [0, 1] pixel scale, as train.py stores it in
+            base.pt's meta; None: the training split's own mean and std.
+    """
     path = Path(os.environ.get("PARM_DATA_DIR", "/work/shared/data")) / "mnist.npz"
     d = np.load(path, allow_pickle=False)
     xtr, xte = (d[k].astype(np.float32)[:, None] / 255.0 for k in ("x_train", "x_test"))
-    mean, std = xtr.mean(), xtr.std()
+    if normalization:
+        mean = np.asarray(normalization["mean"], np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(normalization["std"], np.float32).reshape(1, -1, 1, 1)
+    else:
+        mean, std = xtr.mean(), xtr.std()
     return (xtr - mean) / std, d["y_train"], (xte - mean) / std, d["y_test"]
+
+
+def stored_normalization(base: str) -> dict | None:
+    """The input normalisation train.py stored with F (``meta["normalization"]``), if any."""
+    from parm.models.checkpoint import load_model
+
+    _, header = load_model(base)
+    return (header.get("meta") or {}).get("normalization")
+
+
+def from_run(run: Path) -> tuple[str, str]:
+    """``base.pt`` and ``parity.pt`` of a train.py run directory (via its summary.json)."""
+    summary = run / "summary.json"
+    if not summary.is_file():
+        raise SystemExit(f"{summary} not found: --run must be a train.py output directory (stage=parity).")
+    artifacts = json.loads(summary.read_text()).get("artifacts") or {}
+    base, parity = artifacts.get("base"), artifacts.get("parity") or str(run / "parity.pt")
+    if not base or not Path(base).is_file() or not Path(parity).is_file():
+        raise SystemExit(f"{summary} names base={base!r}, parity={parity!r}; both must exist.")
+    return base, parity
 
 
 def train_quick(out: Path, k: int, r: int, seed: int) -> tuple[str, str]:
@@ -54,7 +83,9 @@ def train_quick(out: Path, k: int, r: int, seed: int) -> tuple[str, str]:
     if base.exists() and parity.exists():
         return str(base), str(parity)
     torch.manual_seed(seed)
-    xtr, ytr, _, _ = load_mnist()
+    raw = np.load(Path(os.environ.get("PARM_DATA_DIR", "/work/shared/data")) / "mnist.npz")["x_train"] / 255.0
+    normalization = {"mean": [float(raw.mean())], "std": [float(raw.std())]}
+    xtr, ytr, _, _ = load_mnist(normalization)
     x, y = torch.from_numpy(xtr), torch.from_numpy(ytr)
     spec = {"_target_": "parm.models.mlp.MLP", "input_shape": [1, 28, 28], "num_classes": 10}
     f = MLP(input_shape=(1, 28, 28), num_classes=10)
@@ -70,7 +101,7 @@ def train_quick(out: Path, k: int, r: int, seed: int) -> tuple[str, str]:
                 target = torch.einsum("k,bkd->bd", coeffs[j], f(groups.flatten(0, 1)).reshape(-1, k, 10))
             return torch.nn.functional.mse_loss(fp(code.encode(groups)[:, j]), target)
         _fit(fp, x, loss, epochs=4)
-    save_model(base, f, spec)
+    save_model(base, f, spec, meta={"normalization": normalization})
     save_parity(parity, models, spec, code, code_record(code, {}, {}), (1, 28, 28), (10,))
     return str(base), str(parity)
 
@@ -98,7 +129,9 @@ async def bench(args: argparse.Namespace, base: str, parity: str) -> list[dict]:
     code = load_parity(parity).code
     k, r = code.spec.k, code.spec.r
     n, extra = args.model_instances, args.model_instances * r // k
-    _, _, xte, yte = load_mnist()
+    normalization = stored_normalization(base)
+    _, _, xte, yte = load_mnist(normalization)
+    args.normalization = normalization or "training split of mnist.npz"
     rng = np.random.default_rng(args.seed)
     idx = rng.choice(len(xte), size=args.queries, replace=False)
     queries, labels = torch.from_numpy(xte[idx]), yte[idx]
@@ -124,6 +157,7 @@ async def bench(args: argparse.Namespace, base: str, parity: str) -> list[dict]:
                                         decode_grace_s=(grace or 0) / 1e3, hedge_delay_s=args.hedge_ms / 1e3,
                                         group_timeout_s=args.group_timeout_ms / 1e3)
                 frontend = Frontend(InstancePool(pool, args.capacity), code, config)
+                restarts = sum(i.restarts for i in pool)
                 epoch = time.time()
                 for inst, plan in zip(pool, plans, strict=False):
                     inst.set_faults(plan, epoch)
@@ -133,7 +167,7 @@ async def bench(args: argparse.Namespace, base: str, parity: str) -> list[dict]:
                     inst.set_faults(FaultPlan(), time.time())
                 await asyncio.sleep(0.5)  # let cancelled stragglers drain before the next run
                 name = policy if grace is None else f"parm(d={grace:g}ms)"
-                rows.append(_row(name, rate, result, labels, frontend))
+                rows.append(_row(name, rate, result, labels, frontend, sum(i.restarts for i in pool) - restarts))
                 bar.write(format_table(rows[-1:]))
     finally:
         bar.close()
@@ -141,10 +175,10 @@ async def bench(args: argparse.Namespace, base: str, parity: str) -> list[dict]:
     return rows
 
 
-def _row(name: str, rate: float, result: RunResult, labels: np.ndarray, frontend: Frontend) -> dict:
+def _row(name: str, rate: float, result: RunResult, labels: np.ndarray, frontend: Frontend, restarts: int) -> dict:
     s = frontend.stats
     return {"policy": name, "rate": rate, **result.summary(labels), "uncoded": s.uncoded, "resent": s.resent,
-            "hedged": s.hedged, "restarts": sum(getattr(i, "restarts", 0) for i in frontend.pool.instances),
+            "hedged": s.hedged, "instance_errors": s.instance_errors, "restarts": restarts,
             "latencies_ms": np.nan_to_num(result.latency * 1e3, nan=-1).round(4).tolist()}
 
 
@@ -205,6 +239,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, help="a train.py run directory: its base.pt and parity.pt")
     p.add_argument("--base", help="F's model file; trained quickly when omitted")
     p.add_argument("--parity", help="parity artifact; trained quickly when omitted")
     p.add_argument("--k", type=int, default=2, help="k of the quickly trained code")
@@ -244,7 +279,13 @@ def main() -> None:
     torch.set_num_threads(1)
     if (args.base is None) != (args.parity is None):
         raise SystemExit("pass both --base and --parity, or neither (then a small pair is trained).")
-    base, parity = (args.base, args.parity) if args.base else train_quick(args.out, args.k, args.r, args.seed)
+    if args.run is not None:
+        base, parity = from_run(args.run)
+    elif args.base:
+        base, parity = args.base, args.parity
+    else:
+        base, parity = train_quick(args.out, args.k, args.r, args.seed)
+    args.base, args.parity = base, parity
     rows = asyncio.run(bench(args, base, parity))
     print(format_table(rows))
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},

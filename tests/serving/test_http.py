@@ -148,3 +148,10 @@ def test_serve_py_binds_loopback_and_answers(tmp_path) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_unknown_backend_is_refused() -> None:
+    from parm.serving.server import build_app
+
+    with pytest.raises(ValueError, match="serve.backend must be 'local' or 'ray', got 'k8s'"):
+        build_app("base.pt", None, 1, 0, frontend={"policy": "plain"}, backend="k8s")

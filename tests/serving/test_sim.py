@@ -40,3 +40,36 @@ def test_fault_traces_are_seeded_per_slot() -> None:
     assert FaultPlan.from_dict(plan.to_dict()) == plan
     start, end, factor = plan.slow[0]
     assert plan.factor((start + end) / 2) == factor and plan.factor(start - 1e-6) == 1.0
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_replays_the_trace_and_flags_a_run_outside_the_tolerance(tmp_path) -> None:
+    import json
+
+    args = {"model_instances": "4", "k": "2", "r": "1", "queries": "1500", "seed": "3", "service_ms": "5.0",
+            "worker_batch": "8", "hedge_ms": "10.0", "group_timeout_ms": "50.0", "slow_share": "0.05",
+            "slow_mean_s": "0.2", "slow_factor": "4.0", "crash_rate": "0.0"}
+    rows = []
+    for policy, grace in (("equal", None), ("parm", 2.0)):
+        config = SimConfig(policy=policy, queries=1500, seed=3, net_s=0.0007, decode_grace_s=(grace or 0) / 1e3,
+                           hedge_delay_s=0.01, faults=FAULTS)
+        name = policy if grace is None else f"parm(d={grace:g}ms)"
+        rows.append({"policy": name, "rate": 150.0, **simulate(config).summary()})
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"args": args, "rows": rows}))
+    compare = _load_script("simulate").compare
+    assert compare([good], tolerance=0.25, net_ms=None)
+    rows[1]["p99.9"] *= 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"args": args, "rows": rows}))
+    assert not compare([bad], tolerance=0.25, net_ms=None)

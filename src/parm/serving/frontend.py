@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -213,8 +213,8 @@ class Frontend:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -301,7 +301,7 @@ class Frontend:
         elif isinstance(result, InstanceError) and not q.future.done() and not q.requests:
             self._resend(q, result, lambda: self._send_plain(q, exclude={inst.name}))
 
-    def _resend(self, q: _Query, error: InstanceError, send: Callable[[], object]) -> None:
+    def _resend(self, q: _Query, error: InstanceError, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if q.attempts >= self.config.max_attempts:
             self._fail(q, InstanceError(f"query failed after {q.attempts} attempts; last error: {error}"))
         else:
@@ -320,12 +320,15 @@ class Frontend:
         group = self._forming
         q.group, q.slot, q.attempts = group, len(group.queries), 0
         group.queries.append(q)
-        self._spawn(self._send_member(q))
+        # Dispatch synchronously when an instance is free: a task and a lock round trip per request
+        # are a good part of the frontend's CPU time, which competes with the workers for the cores.
+        if not self._send_member_now(q):
+            self._spawn(self._send_member(q))
         if len(group.queries) == self.code.spec.k:
             self._forming = None
             if self._forming_timer is not None:
                 self._forming_timer.cancel()
-            self._spawn(self._send_parities(group))
+            self._send_parities_now(group)
 
     def _close_forming(self) -> None:
         """Group-formation deadline: a group still short of k members stays uncoded."""
@@ -334,6 +337,22 @@ class Frontend:
             group.coded = False
             self.stats.uncoded += len(group.queries)
 
+    def _member_exclude(self, group: _Group) -> set[str] | None:
+        return group.used if self.pool.can_ever_pick("model", 1, exclude=group.used) else None
+
+    def _send_member_now(self, q: _Query) -> bool:
+        """Send a new member at once if an eligible instance has capacity; False: use the async path."""
+        group = q.group
+        assert group is not None
+        if group.lock.locked():
+            return False  # an earlier member is waiting for an instance: keep the order
+        picked = self.pool.try_pick("model", 1, exclude=self._member_exclude(group))
+        if picked is None:
+            return False
+        group.used.add(picked[0].name)
+        self._dispatch_member(q, picked[0])
+        return True
+
     async def _send_member(self, q: _Query) -> None:
         """Send (or re-send) a member to the least-loaded model instance that no other member used."""
         group = q.group
@@ -341,17 +360,21 @@ class Frontend:
         async with group.lock:  # members pick one at a time, so two never land on one instance
             if q.future.done():
                 return
-            exclude = group.used if self.pool.can_ever_pick("model", 1, exclude=group.used) else None
-            (inst,) = await self.pool.pick("model", 1, exclude=exclude)
+            (inst,) = await self.pool.pick("model", 1, exclude=self._member_exclude(group))
             group.used.add(inst.name)
         if q.future.done():
             await self.pool.release(inst)
             return
+        self._dispatch_member(q, inst)
+
+    def _dispatch_member(self, q: _Query, inst: Instance) -> None:
+        assert q.group is not None
         q.attempts += 1
-        group.failed.discard(q.slot)
+        q.group.failed.discard(q.slot)
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = inst
 
-    async def _send_parities(self, group: _Group) -> None:
+    def _send_parities_now(self, group: _Group) -> None:
+        """Encode the group and send each parity to a free parity instance, or wait for one in a task."""
         assert self.code is not None
         if all(q.future.done() for q in group.queries):
             return  # every member already answered: nothing left to protect
@@ -359,9 +382,18 @@ class Frontend:
             parities = self.code.encode(torch.stack([q.x for q in group.queries])[None])[0]
         self.stats.groups += 1
         for j in range(group.r):
-            (inst,) = await self.pool.pick("parity", 1, parity_index=j)
-            group.parity_requests[self._start(inst, parities[j], lambda rid, i, res, j=j: self._on_parity(
-                group, j, rid, res))] = inst
+            picked = self.pool.try_pick("parity", 1, parity_index=j)
+            if picked is None:
+                self._spawn(self._send_parity(group, j, parities[j]))
+            else:
+                self._dispatch_parity(group, j, parities[j], picked[0])
+
+    async def _send_parity(self, group: _Group, j: int, parity: torch.Tensor) -> None:
+        (inst,) = await self.pool.pick("parity", 1, parity_index=j)
+        self._dispatch_parity(group, j, parity, inst)
+
+    def _dispatch_parity(self, group: _Group, j: int, parity: torch.Tensor, inst: Instance) -> None:
+        group.parity_requests[self._start(inst, parity, lambda rid, i, res: self._on_parity(group, j, rid, res))] = inst
 
     def _on_member(self, q: _Query, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
         group = q.group

@@ -80,6 +80,7 @@ class InstancePool:
         self.recheck_s = 0.05
         self.load: dict[str, int] = {n: 0 for n in names}
         self._changed = asyncio.Condition()
+        self._waiting = 0  # dispatchers blocked in pick(); release() only wakes them when there are some
 
     def members(self, role: Role, parity_index: int | None = None) -> list[Instance]:
         """Instances of a role (and parity index), alive or not."""
@@ -118,17 +119,24 @@ class InstancePool:
         """Like :meth:`try_pick` but waits for capacity (back-pressure) or a restart."""
         if not self.can_ever_pick(role, count, parity_index, exclude):
             raise ValueError(f"the pool has fewer than {count} {role} instances outside {sorted(exclude or ())}.")
-        async with self._changed:
-            while (chosen := self.try_pick(role, count, parity_index, exclude)) is None:
-                # Liveness can change without a release (a restart), so re-check now and then.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.recheck_s)
+        if (chosen := self.try_pick(role, count, parity_index, exclude)) is not None:
             return chosen
+        self._waiting += 1
+        try:
+            async with self._changed:
+                while (chosen := self.try_pick(role, count, parity_index, exclude)) is None:
+                    # Liveness can change without a release (a restart), so re-check now and then.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), self.recheck_s)
+                return chosen
+        finally:
+            self._waiting -= 1
 
     async def release(self, instance: Instance) -> None:
         """Uncount one request and wake dispatchers waiting for capacity."""
         self.load[instance.name] -= 1
-        await self.notify()
+        if self._waiting:
+            await self.notify()
 
     async def notify(self) -> None:
         """Wake waiters after a change in load or liveness (e.g. an instance restarted)."""

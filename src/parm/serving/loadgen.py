@@ -17,11 +17,12 @@ PERCENTILES = (50, 90, 99, 99.5, 99.9)
 
 @dataclass
 class RunResult:
-    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class."""
+    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class, loop lag."""
 
     latency: np.ndarray
     degraded: np.ndarray
     predicted: np.ndarray
+    lag: dict[str, float] | None = None
 
     def summary(self, labels: np.ndarray | None = None) -> dict[str, float]:
         """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels``, lost queries."""
@@ -33,7 +34,7 @@ class RunResult:
         out["lost"] = int((~ok).sum())
         if labels is not None:
             out["accuracy"] = float((self.predicted[ok] == labels[ok]).mean()) if lat.size else float("nan")
-        return out
+        return {**out, **(self.lag or {})}
 
 
 async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float, seed: int,
@@ -59,6 +60,7 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
         predicted[i] = int(answer.output.argmax())
 
     tasks = []
+    monitor = LoopLag()
     start = time.perf_counter()
     for i, t in enumerate(arrivals):
         delay = start + t - time.perf_counter()
@@ -66,7 +68,32 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(i)))
     await asyncio.gather(*tasks)
-    return RunResult(latency, degraded, predicted)
+    return RunResult(latency, degraded, predicted, monitor.stop())
+
+
+class LoopLag:
+    """Oversleep of a 1 ms tick: how long the frontend's event loop (or the whole machine) stalled.
+
+    Injected faults slow workers, never the frontend; a large lag marks a stall of this process or of
+    the machine (other jobs on the cores), which the simulator does not model.
+    """
+
+    def __init__(self, tick_s: float = 0.001) -> None:
+        self.tick_s = tick_s
+        self.lags_ms: list[float] = []
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self.tick_s)
+            self.lags_ms.append((time.perf_counter() - t0 - self.tick_s) * 1e3)
+
+    def stop(self) -> dict[str, float]:
+        """``{"loop_lag_p99_ms", "loop_lag_max_ms"}`` since start."""
+        self._task.cancel()
+        lags = np.asarray(self.lags_ms or [0.0])
+        return {"loop_lag_p99_ms": float(np.percentile(lags, 99)), "loop_lag_max_ms": float(lags.max())}
 
 
 def format_table(rows: Sequence[dict]) -> str:

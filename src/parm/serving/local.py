@@ -13,6 +13,8 @@ import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
@@ -26,6 +28,7 @@ from parm.serving.wire import pack, read_frame
 from parm.serving.worker import WorkerSpec, worker_main
 
 _CTX = mp.get_context("spawn")
+_BURN = "import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end:\n    pass\n"
 
 
 class LocalInstance(Instance):
@@ -64,6 +67,7 @@ class LocalInstance(Instance):
 
     async def start(self) -> None:
         """Spawn the worker and connect to it."""
+        self._closing = False
         parent, child = _CTX.Pipe(duplex=False)
         self.process = _CTX.Process(target=worker_main, args=(self.spec, child), name=f"parm-{self.name}",
                                     daemon=True)
@@ -80,6 +84,9 @@ class LocalInstance(Instance):
         except EOFError as e:
             raise InstanceError(f"worker {self.name} died while loading {self.spec.checkpoint} "
                                 f"(exit code {self.process.exitcode}); see its stderr.") from e
+        if self._closing:  # stopped while this (re)start was loading
+            self.process.kill()
+            return
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         self._writer = writer
         self._reader_task = loop.create_task(self._read(reader))
@@ -89,6 +96,7 @@ class LocalInstance(Instance):
     async def stop(self) -> None:
         """Close the connection (the worker exits on EOF) and reap the process."""
         self._closing = True
+        connected = self._writer is not None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -97,9 +105,13 @@ class LocalInstance(Instance):
             await asyncio.gather(self._reader_task, return_exceptions=True)
         self._fail_pending("instance stopped")
         if self.process is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.process.join, 5.0)
+            # A connected worker exits on EOF; one still loading (a restart) would wait for a
+            # connection that never comes, so it is killed at once.
+            if connected:
+                await asyncio.get_running_loop().run_in_executor(None, self.process.join, 5.0)
             if self.process.is_alive():
                 self.process.kill()
+                await asyncio.get_running_loop().run_in_executor(None, self.process.join, 5.0)
 
     def set_faults(self, plan: FaultPlan, epoch: float) -> None:
         """Arm a fault plan (times relative to wall time ``epoch``); kept across restarts."""
@@ -161,8 +173,14 @@ class LocalInstance(Instance):
     async def _restart(self) -> None:
         if self.process is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.process.join, 5.0)
+        if self._closing:
+            return
         self.restarts += 1
-        await self.start()
+        try:
+            await self.start()
+        except InstanceError:
+            if not self._closing:  # a failed restart while running is worth a traceback; during stop() not
+                raise
 
 
 class LocalBackend:
@@ -174,7 +192,8 @@ class LocalBackend:
 
     def __init__(self, specs: Sequence[WorkerSpec], start_timeout_s: float = 120.0) -> None:
         self.instances = [LocalInstance(s, start_timeout_s) for s in specs]
-        self._busy: list[BaseProcess] = []
+        self._busy: list[subprocess.Popen] = []
+        self._pinned: dict[int, set[int] | None] = {}  # worker pid -> CPUs it had before contention
 
     @classmethod
     def for_code(cls, base: str, parity: str | None, n_model: int, n_parity: int, r: int = 1,
@@ -203,29 +222,56 @@ class LocalBackend:
             inst.set_faults(plan, epoch)
         return epoch
 
-    def add_contention(self, instance: LocalInstance, processes: int = 1, seconds: float = 1.0) -> None:
-        """Busy processes beside ``instance``'s worker, pinned to its CPUs where the OS allows."""
-        cpus = None
-        with contextlib.suppress(AttributeError, OSError):
-            cpus = os.sched_getaffinity(instance.pid or 0)
-        for _ in range(processes):
-            proc = _CTX.Process(target=_burn, args=(seconds, cpus), daemon=True)
-            proc.start()
-            self._busy.append(proc)
+    def add_contention(self, instance: LocalInstance, processes: int = 1, seconds: float = 1.0,
+                       cpu: int | None = None) -> list[subprocess.Popen]:
+        """Co-located CPU contention: busy processes pinned to the same CPU as ``instance``'s worker.
+
+        The worker is pinned to ``cpu`` (default: the first CPU it may run on) for as long as the
+        contention lasts, so the busy processes really share its core rather than the whole machine.
+        They spin for ``seconds`` and then exit; :meth:`stop_contention` ends them early and unpins.
+
+        Returns:
+            The busy processes (started).
+
+        Raises:
+            ValueError: the worker is not running.
+        """
+        if instance.pid is None or not instance.alive:
+            raise ValueError(f"{instance.name} is not running; start the backend before adding contention.")
+        allowed = _affinity(instance.pid)
+        target = {cpu} if cpu is not None else ({min(allowed)} if allowed else None)
+        if target is not None and instance.pid not in self._pinned:
+            self._pinned[instance.pid] = allowed
+            _set_affinity(instance.pid, target)
+        # A bare interpreter (no torch import) starts in milliseconds; pinned from here at once.
+        started = [subprocess.Popen([sys.executable, "-c", _BURN.format(seconds=float(seconds))])
+                   for _ in range(processes)]
+        for proc in started:
+            if target is not None:
+                _set_affinity(proc.pid, target)
+        self._busy += started
+        return started
 
     def stop_contention(self) -> None:
+        """End every busy process and give pinned workers their CPUs back."""
         for proc in self._busy:
-            if proc.is_alive():
+            if proc.poll() is None:
                 proc.kill()
-            proc.join(1.0)
+            proc.wait(5.0)
         self._busy.clear()
+        for pid, allowed in self._pinned.items():
+            if allowed:
+                _set_affinity(pid, allowed)
+        self._pinned.clear()
 
 
-def _burn(seconds: float, cpus: set[int] | None) -> None:
-    if cpus:
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setaffinity(0, cpus)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+def _affinity(pid: int) -> set[int] | None:
+    try:
+        return os.sched_getaffinity(pid)
+    except (AttributeError, OSError):  # not Linux, or the process is gone
+        return None
 
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(pid, cpus)

@@ -20,7 +20,8 @@ LOOPBACK = "127.0.0.1"
 def build_app(base: str, parity: str | None, model_instances: int, parity_instances: int,
               frontend: Mapping[str, Any] | None = None, worker: Mapping[str, Any] | None = None,
               capacity: int = 64, max_batch: int = 64, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None) -> web.Application:
+              std: Sequence[float] | None = None, backend: str = "local",
+              ray_address: str | None = None) -> web.Application:
     """The aiohttp application; workers start with the app and stop with it.
 
     Args:
@@ -33,7 +34,15 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         capacity: outstanding requests per instance before dispatch waits.
         max_batch: most queries per HTTP request.
         mean, std: normalisation of ``uint8`` inputs; by default the one stored with F by train.py.
+        backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (Ray Serve deployments,
+            ``pip install 'parm[ray]'``).
+        ray_address: ``backend="ray"``: a running cluster to join; None starts one on 127.0.0.1.
+
+    Raises:
+        ValueError: unknown backend, or ``policy=parm`` without a parity artifact.
     """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"serve.backend must be 'local' or 'ray', got {backend!r}.")
     from parm.models.checkpoint import load_model
 
     config = FrontendConfig(**dict(frontend or {}))
@@ -53,17 +62,23 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     if config.policy != "parm":
         parity_instances = 0
     r = code.spec.r if code is not None else 1
-    backend = LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
-    service = PredictionService(Frontend(InstancePool(backend.instances, capacity), code, config),
+    if backend == "ray":
+        from parm.serving.rayserve import RayBackend
+
+        instances: LocalBackend | RayBackend = RayBackend.for_code(
+            base, parity, model_instances, parity_instances, r=r, address=ray_address, **dict(worker or {}))
+    else:
+        instances = LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
+    service = PredictionService(Frontend(InstancePool(instances.instances, capacity), code, config),
                                 input_shape, max_batch=max_batch, mean=mean, std=std)
     app = service.app()
 
     async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
-        log.info("starting %d workers", len(backend.instances))
-        await backend.start()
+        log.info("starting %d %s instances", len(instances.instances), backend)
+        await instances.start()
         yield
         await service.frontend.close()
-        await backend.stop()
+        await instances.stop()
 
     app.cleanup_ctx.append(lifecycle)
     app["service"] = service

@@ -121,8 +121,9 @@ class Simulator:
             elif kind == RESULT:
                 self._result(t, payload)
             elif kind == GROUP_TIMEOUT:
-                if payload is self.forming:
-                    self.forming, payload["coded"] = None, False
+                if payload is self.forming and payload is not None:
+                    payload["coded"] = False  # the group-formation deadline: its members stay uncoded
+                    self.forming = None
             elif kind == GRACE:
                 self._decode(t, payload)
             elif kind == HEDGE:
@@ -191,7 +192,7 @@ class Simulator:
             self._start_batch(t + self.c.net_s / 2, inst)
 
     def _start_batch(self, t: float, inst: _Instance) -> None:
-        batch = []
+        batch: list[list] = []
         while inst.queue and len(batch) < self.c.max_batch:
             req = inst.queue.popleft()
             if not req[2]:

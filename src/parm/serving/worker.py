@@ -73,6 +73,7 @@ class _Inbox:
         self.plan = FaultPlan()
         self.epoch = time.time()
         self.lock = threading.Lock()
+        self.crash_timers: list[threading.Timer] = []
 
     def read_forever(self, sock: socket.socket) -> None:
         try:
@@ -92,13 +93,15 @@ class _Inbox:
             os._exit(0)  # the frontend went away (or spoke nonsense): nothing left to serve
 
     def _arm(self, plan: FaultPlan, epoch: float) -> None:
+        # A new plan replaces the old one entirely: its pending crashes must not hit the next run.
+        for timer in self.crash_timers:
+            timer.cancel()
         self.plan, self.epoch = plan, epoch
         now = time.time() - epoch
-        for t in plan.crashes:
-            if t > now:
-                timer = threading.Timer(t - now, os._exit, (17,))
-                timer.daemon = True
-                timer.start()
+        self.crash_timers = [threading.Timer(t - now, os._exit, (17,)) for t in plan.crashes if t > now]
+        for timer in self.crash_timers:
+            timer.daemon = True
+            timer.start()
 
     def take(self, max_batch: int) -> list[tuple[int, np.ndarray]]:
         batch = [self.requests.get()]
