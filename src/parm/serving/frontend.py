@@ -18,118 +18,17 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from parm.coding import Code
 from parm.serving.instance import Instance, InstanceError, InstancePool, RequestCancelled
+from parm.serving.records import FrontendConfig, GroupState, Prediction, QueryState, Stats
 
-Policy = Literal["parm", "plain", "hedge"]
+__all__ = ["Frontend", "FrontendConfig", "Prediction", "Stats"]
+
 Done = Callable[[int, Instance, "torch.Tensor | Exception"], None]
-
-
-@dataclass(frozen=True)
-class FrontendConfig:
-    """Frontend settings.
-
-    Args:
-        policy: ``"parm"``, ``"plain"`` or ``"hedge"``.
-        group_timeout_s: group-formation deadline. Members are sent the moment they arrive; the
-            parities once the group has k members. A group still short of k this long after its first
-            arrival is closed and its members stay uncoded (counted in ``Stats.uncoded``).
-        decode_grace_s: once decoding is possible, wait up to this long for the original (0 = decode
-            at once, the reference's behaviour).
-        query_deadline_s: optional per-query deadline; when it passes, decode at once if possible.
-        hedge_delay_s: ``hedge`` policy: when to send the backup request.
-        max_pending: queries admitted at once; :meth:`Frontend.predict` waits beyond (back-pressure).
-        max_attempts: sends of one query before it is answered with an error.
-    """
-
-    policy: Policy = "parm"
-    group_timeout_s: float = 0.05
-    decode_grace_s: float = 0.002
-    query_deadline_s: float | None = None
-    hedge_delay_s: float = 0.02
-    max_pending: int = 4096
-    max_attempts: int = 4
-
-    def __post_init__(self) -> None:
-        if self.policy not in ("parm", "plain", "hedge"):
-            raise ValueError(f"policy must be 'parm', 'plain' or 'hedge', got {self.policy!r}.")
-        for name in ("group_timeout_s", "decode_grace_s", "hedge_delay_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}.")
-        if self.query_deadline_s is not None and self.query_deadline_s <= 0:
-            raise ValueError(f"query_deadline_s must be > 0 or None, got {self.query_deadline_s}.")
-        if self.max_pending < 1 or self.max_attempts < 1:
-            raise ValueError(f"max_pending and max_attempts must be >= 1, got {self.max_pending}, {self.max_attempts}.")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One answer.
-
-    Attributes:
-        output: ``(*output_shape)`` F(X), or the decoder's reconstruction when ``degraded``.
-        degraded: True when the answer was reconstructed from parities.
-        coded: True when the query travelled in a coding group.
-        latency_s: from :meth:`Frontend.predict` to the answer.
-    """
-
-    output: torch.Tensor
-    degraded: bool
-    coded: bool
-    latency_s: float
-
-
-@dataclass
-class Stats:
-    """Counters since start."""
-
-    queries: int = 0
-    answered: int = 0
-    degraded: int = 0
-    failed: int = 0
-    groups: int = 0
-    uncoded: int = 0
-    resent: int = 0
-    hedged: int = 0
-    cancelled: int = 0
-    instance_errors: int = 0
-
-
-@dataclass(eq=False)
-class _Query:
-    x: torch.Tensor
-    future: asyncio.Future[Prediction]
-    t0: float
-    group: _Group | None = None
-    slot: int = 0
-    attempts: int = 0
-    deadline_passed: bool = False
-    requests: dict[int, Instance] = field(default_factory=dict)
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass(eq=False)
-class _Group:
-    queries: list[_Query]
-    r: int
-    k: int
-    coded: bool = True
-    used: set[str] = field(default_factory=set)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    outputs: list[torch.Tensor | None] = field(default_factory=list)
-    parities: list[torch.Tensor | None] = field(default_factory=list)
-    failed: set[int] = field(default_factory=set)
-    parity_requests: dict[int, Instance] = field(default_factory=dict)
-    grace: asyncio.TimerHandle | None = None
-
-    def __post_init__(self) -> None:
-        self.outputs = [None] * self.k
-        self.parities = [None] * self.r
 
 
 class Frontend:
@@ -149,10 +48,10 @@ class Frontend:
         self.stats = Stats()
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._forming: _Group | None = None
+        self._forming: GroupState | None = None
         self._forming_timer: asyncio.TimerHandle | None = None
         self._admission = asyncio.Semaphore(self.config.max_pending)
-        self._pending: set[_Query] = set()
+        self._pending: set[QueryState] = set()
         self._check_pool()
 
     def _check_pool(self) -> None:
@@ -192,7 +91,7 @@ class Frontend:
             raise ValueError(f"a query must have shape {self.input_shape}, got {tuple(x.shape)}.")
         await self._admission.acquire()
         loop = asyncio.get_running_loop()
-        q = _Query(x=x, future=loop.create_future(), t0=time.perf_counter())
+        q = QueryState(x=x, future=loop.create_future(), t0=time.perf_counter())
         self._pending.add(q)
         self.stats.queries += 1
         if self.config.query_deadline_s is not None:
@@ -244,7 +143,7 @@ class Frontend:
                 self.stats.cancelled += 1
         requests.clear()
 
-    def _answer(self, q: _Query, output: torch.Tensor, degraded: bool, keep: int | None = None) -> None:
+    def _answer(self, q: QueryState, output: torch.Tensor, degraded: bool, keep: int | None = None) -> None:
         if q.future.done():
             return
         self._cancel(q.requests, keep)
@@ -255,7 +154,7 @@ class Frontend:
         coded = q.group is not None and q.group.coded and len(q.group.queries) == q.group.k
         q.future.set_result(Prediction(output, degraded, coded, latency))
 
-    def _fail(self, q: _Query, error: Exception) -> None:
+    def _fail(self, q: QueryState, error: Exception) -> None:
         if q.future.done():
             return
         self._cancel(q.requests)
@@ -263,20 +162,20 @@ class Frontend:
         self.stats.failed += 1
         q.future.set_exception(error)
 
-    def _finish(self, q: _Query) -> None:
+    def _finish(self, q: QueryState) -> None:
         if q.timer is not None:
             q.timer.cancel()
         self._pending.discard(q)
         self._admission.release()
 
-    def _on_deadline(self, q: _Query) -> None:
+    def _on_deadline(self, q: QueryState) -> None:
         q.deadline_passed = True
         if q.group is not None:
             self._check_decode(q.group)
 
     # -- plain and hedged queries ---------------------------------------------------------------
 
-    async def _send_plain(self, q: _Query, exclude: set[str] | None = None) -> None:
+    async def _send_plain(self, q: QueryState, exclude: set[str] | None = None) -> None:
         if q.future.done():
             return
         avoid = exclude if exclude and self.pool.can_ever_pick("model", 1, exclude=exclude) else None
@@ -289,19 +188,19 @@ class Frontend:
         if self.config.policy == "hedge" and q.attempts == 1:
             asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge, q)
 
-    def _hedge(self, q: _Query) -> None:
+    def _hedge(self, q: QueryState) -> None:
         if not q.future.done():
             self.stats.hedged += 1
             self._spawn(self._send_plain(q, exclude={i.name for i in q.requests.values()}))
 
-    def _on_plain(self, q: _Query, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
+    def _on_plain(self, q: QueryState, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
         q.requests.pop(req_id, None)
         if isinstance(result, torch.Tensor):
             self._answer(q, result, degraded=False, keep=req_id)
         elif isinstance(result, InstanceError) and not q.future.done() and not q.requests:
             self._resend(q, result, lambda: self._send_plain(q, exclude={inst.name}))
 
-    def _resend(self, q: _Query, error: InstanceError, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _resend(self, q: QueryState, error: InstanceError, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if q.attempts >= self.config.max_attempts:
             self._fail(q, InstanceError(f"query failed after {q.attempts} attempts; last error: {error}"))
         else:
@@ -310,12 +209,12 @@ class Frontend:
 
     # -- coding groups ---------------------------------------------------------------------------
 
-    def _join_group(self, q: _Query) -> None:
+    def _join_group(self, q: QueryState) -> None:
         """Send ``q`` at once (never held for its group); encode the parities when the group fills."""
         assert self.code is not None
         loop = asyncio.get_running_loop()
         if self._forming is None:
-            self._forming = _Group([], self.code.spec.r, self.code.spec.k)
+            self._forming = GroupState([], self.code.spec.r, self.code.spec.k)
             self._forming_timer = loop.call_later(self.config.group_timeout_s, self._close_forming)
         group = self._forming
         q.group, q.slot, q.attempts = group, len(group.queries), 0
@@ -337,10 +236,10 @@ class Frontend:
             group.coded = False
             self.stats.uncoded += len(group.queries)
 
-    def _member_exclude(self, group: _Group) -> set[str] | None:
+    def _member_exclude(self, group: GroupState) -> set[str] | None:
         return group.used if self.pool.can_ever_pick("model", 1, exclude=group.used) else None
 
-    def _send_member_now(self, q: _Query) -> bool:
+    def _send_member_now(self, q: QueryState) -> bool:
         """Send a new member at once if an eligible instance has capacity; False: use the async path."""
         group = q.group
         assert group is not None
@@ -353,7 +252,7 @@ class Frontend:
         self._dispatch_member(q, picked[0])
         return True
 
-    async def _send_member(self, q: _Query) -> None:
+    async def _send_member(self, q: QueryState) -> None:
         """Send (or re-send) a member to the least-loaded model instance that no other member used."""
         group = q.group
         assert group is not None
@@ -367,13 +266,13 @@ class Frontend:
             return
         self._dispatch_member(q, inst)
 
-    def _dispatch_member(self, q: _Query, inst: Instance) -> None:
+    def _dispatch_member(self, q: QueryState, inst: Instance) -> None:
         assert q.group is not None
         q.attempts += 1
         q.group.failed.discard(q.slot)
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = inst
 
-    def _send_parities_now(self, group: _Group) -> None:
+    def _send_parities_now(self, group: GroupState) -> None:
         """Encode the group and send each parity to a free parity instance, or wait for one in a task."""
         assert self.code is not None
         if all(q.future.done() for q in group.queries):
@@ -388,14 +287,14 @@ class Frontend:
             else:
                 self._dispatch_parity(group, j, parities[j], picked[0])
 
-    async def _send_parity(self, group: _Group, j: int, parity: torch.Tensor) -> None:
+    async def _send_parity(self, group: GroupState, j: int, parity: torch.Tensor) -> None:
         (inst,) = await self.pool.pick("parity", 1, parity_index=j)
         self._dispatch_parity(group, j, parity, inst)
 
-    def _dispatch_parity(self, group: _Group, j: int, parity: torch.Tensor, inst: Instance) -> None:
+    def _dispatch_parity(self, group: GroupState, j: int, parity: torch.Tensor, inst: Instance) -> None:
         group.parity_requests[self._start(inst, parity, lambda rid, i, res: self._on_parity(group, j, rid, res))] = inst
 
-    def _on_member(self, q: _Query, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
+    def _on_member(self, q: QueryState, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
         group = q.group
         assert group is not None
         q.requests.pop(req_id, None)
@@ -408,13 +307,13 @@ class Frontend:
             if not self._check_decode(group):
                 self._resend(q, result, lambda: self._send_member(q))
 
-    def _on_parity(self, group: _Group, j: int, req_id: int, result: torch.Tensor | Exception) -> None:
+    def _on_parity(self, group: GroupState, j: int, req_id: int, result: torch.Tensor | Exception) -> None:
         group.parity_requests.pop(req_id, None)
         if isinstance(result, torch.Tensor):
             group.parities[j] = result
             self._check_decode(group)
 
-    def _check_decode(self, group: _Group) -> bool:
+    def _check_decode(self, group: GroupState) -> bool:
         """Decode now, arm the grace timer, or wait. Returns True if a decode happened or is armed."""
         waiting = [q for q in group.queries if not q.future.done()]
         if not waiting:
@@ -430,7 +329,7 @@ class Frontend:
             group.grace = asyncio.get_running_loop().call_later(self.config.decode_grace_s, self._decode, group)
         return True
 
-    def _decode(self, group: _Group) -> None:
+    def _decode(self, group: GroupState) -> None:
         assert self.code is not None
         if group.grace is not None:
             group.grace.cancel()
