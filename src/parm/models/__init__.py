@@ -4,12 +4,14 @@ from parm.models.checkpoint import build_from_spec, load_model, load_state_dict_
 from parm.models.lenet import LeNet5
 from parm.models.mlp import MLP
 from parm.models.resnet import ResNet18
+from parm.models.tiled import TiledParity
 from parm.models.vgg import VGG11
 
 __all__ = [
     "LeNet5",
     "MLP",
     "ResNet18",
+    "TiledParity",
     "VGG11",
     "build_from_spec",
     "load_model",
