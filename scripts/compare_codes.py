@@ -65,19 +65,26 @@ def _parse_parity(items: list[str]) -> dict[int, Path]:
     return paths
 
 
-def train_parity(args: argparse.Namespace, k: int, encoder: str, base_path: Path) -> Path:
+def _method(spec: str) -> tuple[str, str | None]:
+    """``"concat:tiled"`` -> encoder ``concat`` with ``parity_model=tiled``; ``"sum"`` -> F's architecture."""
+    encoder, _, parity_model = spec.partition(":")
+    return encoder, parity_model or None
+
+
+def train_parity(args: argparse.Namespace, k: int, spec: str, base_path: Path) -> Path:
     """Train parity models for one K through the pipeline; returns the parity.pt it wrote."""
     from parm.pipeline import run
 
+    encoder, parity_model = _method(spec)
     decoder = "learned" if encoder == "learned" else "subtraction"
-    out = Path(args.workdir) / args.data / f"{encoder}-k{k}-r{args.redundancy}"
+    out = Path(args.workdir) / args.data / f"{spec.replace(':', '-')}-k{k}-r{args.redundancy}"
     if args.reuse and (out / "parity.pt").exists():
         return out / "parity.pt"
     cfg = _compose(args.data, args.data_dir, [
         f"k={k}", f"r={args.redundancy}", f"encoder={encoder}", f"decoder={decoder}", f"base.ckpt={base_path}",
         f"output_dir={out}", f"trainer.max_epochs={args.epochs}", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "logger=csv", f"parity.max_eval_patterns={args.max_patterns}",
-        *args.override,
+        *([f"parity_model={parity_model}"] if parity_model else []), *args.override,
     ])
     summary = run(cfg)
     return Path(summary["artifacts"]["parity"])
@@ -112,8 +119,9 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 path = train_parity(args, k, encoder, base_path)
             if path is not None:
                 artifact = load_parity(path)
-                results.append(evaluate_parity_models(f"parm-{encoder}", base, artifact.parity_models, artifact.code,
-                                                      x, y, args.max_patterns, args.seed))
+                name = f"parm-{encoder.replace(':', '-')}"
+                results.append(evaluate_parity_models(name, base, artifact.parity_models, artifact.code, x, y,
+                                                      args.max_patterns, args.seed))
                 results[-1].extra["parity"] = str(path)
                 timing[f"parm-{encoder}@{k}"] = time.perf_counter() - started
         for decoder, name in (("berrut", "berrut-systematic"), ("subtraction", "berrut-linear-solve")):
@@ -224,7 +232,9 @@ def main() -> None:
     parser.add_argument("--base", default=None, help="F's model file; default: the pipeline's cached F")
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 10, 12])
     parser.add_argument("--redundancy", type=int, default=1, help="r = S per group")
-    parser.add_argument("--encoders", nargs="+", default=["sum"], help="parm encoders to train (sum, concat, learned)")
+    parser.add_argument("--encoders", nargs="+", default=["sum"],
+                        help="parm encoders to train (sum, concat, learned), optionally encoder:parity_model "
+                             "(e.g. concat:tiled)")
     parser.add_argument("--epochs", type=int, default=3, help="parity training epochs; 0 skips training")
     parser.add_argument("--parity", action="append", default=[], help="K=parity.pt for the first encoder")
     parser.add_argument("--max-patterns", type=int, default=64)
