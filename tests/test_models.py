@@ -363,7 +363,7 @@ def test_real_lightning_checkpoint(tmp_path: Path) -> None:
 
 # --- configs -------------------------------------------------------------------------------------------------
 
-THIN = {"resnet18": {"width": 8}, "vgg11": {"width_mult": 0.125}}
+THIN = {"resnet18": {"width": 8}, "vgg11": {"width_mult": 0.125}, "tiled": {"tiles": 4, "fit": "exact"}}
 
 
 CONFIGS = sorted((CONF / "model").glob("*.yaml")) + sorted((CONF / "parity_model").glob("*.yaml"))

@@ -25,13 +25,15 @@ class ConcatEncoder(Encoder):
         input_shape: ``(C, H, W)``.
         grid: optional ``(rows, cols)`` override of the automatic layout.
         mode: downsampling, ``"area"`` (pixel averaging) or ``"bilinear"`` (antialiased).
+        fit: ``"exact"`` (tiles divide the image) or ``"pad"`` (more pixels per tile at large k, the
+            remainder of the image left blank); see :func:`parm.coding.grid.choose_grid`.
     """
 
     traits: ClassVar[frozenset[str]] = frozenset({"linear"})
     coeffs: torch.Tensor
 
     def __init__(self, spec: CodeSpec, input_shape: tuple[int, ...], grid: Sequence[int] | None = None,
-                 mode: str = "area") -> None:
+                 mode: str = "area", fit: str = "exact") -> None:
         super().__init__(spec, input_shape)
         if len(self.input_shape) != 3:
             raise ValueError(
@@ -42,15 +44,17 @@ class ConcatEncoder(Encoder):
             raise ValueError(f"concat mode must be 'area' or 'bilinear', got {mode!r}.")
         _, height, width = self.input_shape
         if grid is None:
-            rows, cols = choose_grid(spec.k, height, width)
+            rows, cols = choose_grid(spec.k, height, width, fit)
         else:
             rows, cols = (int(g) for g in grid)
-            if rows * cols < spec.k or height % rows or width % cols:
+            if rows * cols < spec.k or (fit == "exact" and (height % rows or width % cols)) \
+                    or rows > height or cols > width:
                 raise ValueError(
                     f"concat grid {rows}x{cols} cannot hold k={spec.k} tiles that divide a {height}x{width} image."
                 )
         self.grid = (rows, cols)
         self.tile = (height // rows, width // cols)
+        self.exact = height % rows == 0 and width % cols == 0
         self.mode = mode
         self.register_buffer("coeffs", vandermonde_coefficients(spec.k, spec.r), persistent=False)
 
@@ -64,9 +68,11 @@ class ConcatEncoder(Encoder):
         channels, height, width = self.input_shape
         (rows, cols), (th, tw) = self.grid, self.tile
         flat = x.reshape(batch * k, channels, height, width)
-        if self.mode == "area":
+        if self.mode == "area" and self.exact:
             # Tiles divide the image exactly, so area downsampling is a plain (rows x cols) average pool.
             tiles = F.avg_pool2d(flat, (rows, cols)) if (rows, cols) != (1, 1) else flat
+        elif self.mode == "area":
+            tiles = F.adaptive_avg_pool2d(flat, (th, tw))
         else:
             tiles = F.interpolate(flat, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
         tiles = tiles.reshape(batch, 1, k, channels, th, tw)
@@ -76,6 +82,9 @@ class ConcatEncoder(Encoder):
         if empty:
             tiles = F.pad(tiles, (0, 0, 0, 0, 0, 0, 0, empty))
         r = self.spec.r
-        # (B, r, rows, cols, C, th, tw) -> (B, r, C, rows, th, cols, tw) -> (B, r, C, H, W)
+        # (B, r, rows, cols, C, th, tw) -> (B, r, C, rows, th, cols, tw) -> (B, r, C, rows*th, cols*tw)
         grid = tiles.reshape(batch, r, rows, cols, channels, th, tw).permute(0, 1, 4, 2, 5, 3, 6)
-        return grid.reshape(batch, r, channels, height, width)
+        grid = grid.reshape(batch, r, channels, rows * th, cols * tw)
+        if not self.exact:  # fit="pad": blank the remainder at the bottom and right
+            grid = F.pad(grid, (0, width - cols * tw, 0, height - rows * th))
+        return grid

@@ -259,6 +259,10 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, output_shape[0])
                    if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
     parity_models = [build_from_spec(parity_spec) for _ in range(spec.r)]
+    layouts = {getattr(code.encoder, "grid", None), getattr(parity_models[0], "grid", None)} - {None}
+    if len(layouts) > 1:  # a tile-wise parity model must read the tiles where the encoder put them
+        raise ValueError(f"the parity model's tile grid {parity_models[0].grid} differs from the encoder's "
+                         f"{code.encoder.grid}; set the same fit (code.encoder_kwargs.fit / parity_model.fit).")
     if cfg.parity.init_from_base:
         for model in parity_models:
             model.load_state_dict(base_model.state_dict())

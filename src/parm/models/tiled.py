@@ -26,14 +26,15 @@ class TiledParity(nn.Module):
         input_shape: the parity query's shape ``(C, H, W)``.
         num_classes: number of outputs.
         tiles: queries per coding group (k); the grid is the concat encoder's for that k.
-        hidden: hidden widths of g, an MLP over one ``(C, H / rows, W / cols)`` tile.
+        hidden: hidden widths of g, an MLP over one ``(C, H // rows, W // cols)`` tile.
+        fit: the concat encoder's ``fit`` (``"exact"`` or ``"pad"``); the grids must match.
 
     Shape:
         input ``(B, C, H, W)``, output ``(B, num_classes)``.
     """
 
     def __init__(self, *, input_shape: Iterable[int], num_classes: int, tiles: int,
-                 hidden: Iterable[int] = (200, 100)) -> None:
+                 hidden: Iterable[int] = (200, 100), fit: str = "exact") -> None:
         super().__init__()
         self.input_shape = check_input_shape("TiledParity", input_shape)
         self.num_classes = check_positive_int("TiledParity", "num_classes", num_classes)
@@ -41,7 +42,7 @@ class TiledParity(nn.Module):
         if len(self.input_shape) != 3:
             raise ValueError(f"TiledParity answers concat parity images (C, H, W); got input_shape {self.input_shape}.")
         channels, height, width = self.input_shape
-        self.grid = choose_grid(self.tiles, height, width)
+        self.grid = choose_grid(self.tiles, height, width, fit)
         self.tile_shape = (channels, height // self.grid[0], width // self.grid[1])
         self.g = MLP(input_shape=self.tile_shape, num_classes=self.num_classes, hidden=hidden)
 
@@ -49,6 +50,7 @@ class TiledParity(nn.Module):
         batch = x.shape[0]
         (rows, cols), (channels, th, tw) = self.grid, self.tile_shape
         # (B, C, rows*th, cols*tw) -> (B, rows, cols, C, th, tw) -> the k occupied cells, row-major.
+        x = x[..., : rows * th, : cols * tw]  # fit="pad" leaves a blank margin
         cells = x.reshape(batch, channels, rows, th, cols, tw).permute(0, 2, 4, 1, 3, 5)
         tiles = cells.reshape(batch, rows * cols, math.prod(self.tile_shape))[:, : self.tiles]
         return self.g(tiles.reshape(batch * self.tiles, *self.tile_shape)).reshape(batch, self.tiles, -1).sum(1)
