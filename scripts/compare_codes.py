@@ -131,6 +131,7 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
                                                   args.seed))
         results.append(evaluate_default(base, x, y, k, default_class, s))
     return {"data": args.data, "stem": f"codes_{args.data}{args.tag}", "base": str(base_path), "epochs": args.epochs,
+            "overrides": list(args.override),
             "redundancy": s,
             "encoders": args.encoders, "test_samples": int(x.shape[0]), "default_class": default_class,
             "fractions": list(FRACTIONS), "results": [r.as_dict(FRACTIONS) for r in results], "timing": timing}
@@ -215,7 +216,8 @@ def write_report(out: Path) -> Path:
         record = json.loads(path.read_text())
         plot(record, out)
         stem = record.get("stem", f"codes_{record['data']}")
-        parts += [f"## {record['data']}, parity models trained {record['epochs']} epochs", "",
+        extra = f", `{' '.join(record['overrides'])}`" if record.get("overrides") else ""
+        parts += [f"## {record['data']}, parity models trained {record['epochs']} epochs{extra}", "",
                   f"F: `{record['base']}`; {record['test_samples']} test samples in the seeded order; redundancy "
                   f"r = S = {record['redundancy']}; parm parity models trained {record['epochs']} epochs "
                   f"({', '.join(record['encoders'])}).", "", format_table(record), "",
