@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from parm.coding import Code
 from parm.serving.frontend import Frontend, FrontendConfig
 from parm.serving.http import PredictionService
 from parm.serving.instance import InstancePool
@@ -43,32 +44,14 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"serve.backend must be 'local' or 'ray', got {backend!r}.")
-    from parm.models.checkpoint import load_model
-
     config = FrontendConfig(**dict(frontend or {}))
-    _, header = load_model(base)
-    input_shape = tuple(header["spec"]["input_shape"])
-    stored = (header.get("meta") or {}).get("normalization") or {}
+    code, input_shape, stored = _read_model_files(base, parity, config.policy)
     mean = stored.get("mean") if mean is None else mean
     std = stored.get("std") if std is None else std
-    code = None
-    if parity is not None:
-        from parm.artifacts import load_parity
-
-        artifact = load_parity(parity)
-        code, input_shape = artifact.code, artifact.input_shape
-    elif config.policy == "parm":
-        raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
     if config.policy != "parm":
         parity_instances = 0
     r = code.spec.r if code is not None else 1
-    if backend == "ray":
-        from parm.serving.rayserve import RayBackend
-
-        instances: LocalBackend | RayBackend = RayBackend.for_code(
-            base, parity, model_instances, parity_instances, r=r, address=ray_address, **dict(worker or {}))
-    else:
-        instances = LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
+    instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker)
     service = PredictionService(Frontend(InstancePool(instances.instances, capacity), code, config),
                                 input_shape, max_batch=max_batch, mean=mean, std=std)
     app = service.app()
@@ -83,6 +66,35 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     app.cleanup_ctx.append(lifecycle)
     app["service"] = service
     return app
+
+
+def _read_model_files(base: str, parity: str | None,
+                      policy: str) -> tuple[Code | None, tuple[int, ...], dict[str, Any]]:
+    """The code (from parity.pt), the query shape and F's stored input normalisation."""
+    from parm.models.checkpoint import load_model
+
+    _, header = load_model(base)
+    input_shape = tuple(header["spec"]["input_shape"])
+    normalization = dict((header.get("meta") or {}).get("normalization") or {})
+    if parity is None:
+        if policy == "parm":
+            raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
+        return None, input_shape, normalization
+    from parm.artifacts import load_parity
+
+    artifact = load_parity(parity)
+    return artifact.code, artifact.input_shape, normalization
+
+
+def _instances(backend: str, base: str, parity: str | None, model_instances: int, parity_instances: int, r: int,
+               ray_address: str | None, worker: Mapping[str, Any] | None) -> Any:
+    """Model and parity instances as local worker processes or Ray Serve deployments."""
+    if backend == "ray":
+        from parm.serving.rayserve import RayBackend
+
+        return RayBackend.for_code(base, parity, model_instances, parity_instances, r=r, address=ray_address,
+                                   **dict(worker or {}))
+    return LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
 
 
 def serve(host: str = LOOPBACK, port: int = 8080, **kwargs: Any) -> None:
