@@ -5,6 +5,10 @@ Measured in one process, one after another, so that the ratios are fair on a sha
 - ``reference``: a plain PyTorch loop as the ParM reference code trains F_P: a per-sample ``Dataset``
   (per-sample tensor conversion and normalisation) behind a ``torch.utils.data.DataLoader``, fp32,
   Adam (lr 1e-3, wd 1e-5), MSE from F_P(P) to the sum of F's outputs, F run on every batch;
+- ``plain``: the same algorithm as parm's in a plain PyTorch loop without Lightning: data held where
+  training runs, batched augmentation when the data module augments, the configured optimizer,
+  precision (bf16 autocast) and memory format, F's outputs cached or computed on the fly as parm's
+  module does. ``parm / plain`` is what Lightning and parm's bookkeeping cost per step;
 - ``parm``: ``ParityModule`` through the same Trainer ``train.py`` builds (progress bar off);
 - ``speed_of_light``: F_P forward + backward + optimizer step alone on random data (fp32, and on CUDA
   also bf16 autocast + channels_last), the ceiling for any loop;
@@ -42,6 +46,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from parm import pipeline
+from parm.data import transforms
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
 
@@ -173,6 +178,74 @@ class ReferenceLoop:
                     return clock.result()
 
 
+# ---- the plain fast loop ---------------------------------------------------------------------------------
+
+
+class PlainLoop:
+    """parm's training algorithm without Lightning (the issue's "plain loop"), same init and settings.
+
+    For r = 1 with the subtraction decoder, parm's loss on one erased slot equals
+    ``MSE(F_P(P), sum_i F(X_i))``, which this loop computes directly.
+    """
+
+    def __init__(self, parts: pipeline.ParityParts, datamodule: TensorDataModule, cfg: DictConfig,
+                 device: torch.device, seed: int) -> None:
+        module = parts.module
+        self.device, self.k = device, parts.code.spec.k
+        self.base = copy.deepcopy(module.base_model).to(device).eval()
+        self.code = copy.deepcopy(parts.code).to(device)
+        self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
+        self.channels_last = module.channels_last
+        self.optimizer = module.optimizer_factory(self.parity.parameters())
+        self.bf16 = str(cfg.trainer.precision).startswith("bf16")
+        self.datamodule, self.augment = datamodule, datamodule.augment
+        x, _ = datamodule.split("train")
+        self.x = x.to(device)
+        self.batch = datamodule.groups_per_batch * self.k
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.cache: torch.Tensor | None = None
+        if module.cache_targets:
+            with torch.no_grad():
+                self.cache = torch.cat([self._base(datamodule.normalize(chunk)) for chunk in self.x.split(4096)])
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def _base(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.base(self._layout(x)).float()
+
+    def loss(self, index: torch.Tensor) -> torch.Tensor:
+        """The training loss on the samples ``index`` of the training split (consecutive k form a group)."""
+        x = self.x[index]
+        if self.augment:
+            x = transforms.augment(x, generator=self.generator)
+        x = self.datamodule.normalize(x)
+        outputs = self.cache[index] if self.cache is not None else self._base(x)
+        target = outputs.view(-1, self.k, outputs.shape[-1]).sum(1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            parity = self.code.encode(x.view(-1, self.k, *x.shape[1:]))[:, 0]
+            return F.mse_loss(self.parity(self._layout(parity)).float(), target)
+
+    def step(self, index: torch.Tensor) -> None:
+        loss = self.loss(index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def throughput(self, max_steps: int) -> dict[str, float]:
+        steps, started = 0, time.perf_counter()
+        while steps < max_steps:
+            order = torch.randperm(len(self.x), device=self.device, generator=self.generator)
+            for start in range(0, len(order) - self.batch + 1, self.batch):
+                self.step(order[start:start + self.batch])
+                steps += 1
+                if steps >= max_steps:
+                    break
+        sync(self.device)
+        return _rates(steps * self.batch, time.perf_counter() - started, self.k)
+
+
 # ---- parm's own loop -------------------------------------------------------------------------------------
 
 
@@ -292,7 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     train_steps = len(datamodule.train_dataloader())
     steps = args.steps or train_steps
-    results: dict[str, Any] = {"speed_of_light": {}, "reference": {}, "parm": {}}
+    results: dict[str, Any] = {"speed_of_light": {}, "reference": {}, "plain": {}, "parm": {}}
     parts = None
     for repeat in range(args.repeats):  # alternate the contenders; keep each one's best
         fresh = fresh_parts(cfg, datamodule, model_spec, out_dir)  # untrained F_P, same init as parm's
@@ -300,6 +373,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reference = ReferenceLoop(fresh, datamodule, args.groups_per_batch, device, cfg.seed)
         contenders = {
             "parm": parm_rates,
+            "plain": PlainLoop(fresh, datamodule, cfg, device, cfg.seed).throughput(train_steps * args.epochs),
             "reference": reference.throughput(steps),
             "speed_of_light": speed_of_light(fresh.parity_models[0], tuple(parts.code.encoder.parity_shape),
                                              args.groups_per_batch, args.k, device, min(steps, 300), fast=False),

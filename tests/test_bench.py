@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from helpers import compose_train
-from parm.coding import CodeSpec, build_code
+from parm.coding import CodeSpec, build_code, sample_erasures
 from parm.lit import ParityModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +33,34 @@ def test_bench_train_writes_table_and_json(tmp_path: Path, tiny_data_dir: Path, 
                                "--set", *TINY_SET])
     on_disk = json.loads(out.read_text())
     assert on_disk["ratios"] == report["ratios"]
-    assert set(report["throughput"]) == {"parm", "reference", "speed_of_light"}
+    assert set(report["throughput"]) == {"parm", "plain", "reference", "speed_of_light"}
     assert all(r["groups_per_second"] > 0 for r in report["throughput"].values())
     assert report["setup"]["cache_targets"] is True
     assert set(report["time_to_accuracy"]) == {"parm", "reference"}
     assert report["time_to_accuracy"]["parm"]["trace"], "A_d was evaluated at least once"
     assert "speed_of_light" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoder", ["sum", "concat"])
+def test_plain_loop_loss_is_parms_training_loss(tmp_path: Path, tiny_data_dir: Path, encoder: str) -> None:
+    """The plain contender runs parm's algorithm: for r = 1 its loss equals the module's on any batch."""
+    from hydra.utils import instantiate
+
+    from parm import pipeline
+
+    cfg = compose_train(tmp_path, tiny_data_dir, [f"encoder={encoder}", "data.val_size=20", "base.epochs=1",
+                                                  "data.groups_per_batch=8", "trainer.accelerator=cpu"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    parts = bench_train.fresh_parts(cfg, datamodule, spec, tmp_path)
+    plain = bench_train.PlainLoop(parts, datamodule, cfg, torch.device("cpu"), seed=0)
+    index = torch.randperm(len(datamodule.split("train")[0]))[:16]
+    x, y = datamodule.split("train")
+    module = parts.module
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
+    parm_loss = module.training_step((datamodule.normalize(x[index]), y[index], index), 0)
+    torch.testing.assert_close(plain.loss(index), parm_loss)
 
 
 def test_reference_dataset_normalises_like_the_datamodule(tmp_path: Path, tiny_data_dir: Path) -> None:
@@ -59,17 +81,19 @@ def _module(base: nn.Module, **kwargs: object) -> ParityModule:
     return ParityModule(base, [nn.Linear(6, 4)], code, optimizer=functools.partial(torch.optim.Adam), **kwargs)
 
 
-def test_erased_pairs_match_boolean_indexing() -> None:
+@pytest.mark.parametrize("k,r", [(3, 1), (5, 2), (6, 3)])
+def test_erased_pairs_match_boolean_indexing(k: int, r: int) -> None:
     torch.manual_seed(0)
-    module = _module(nn.Linear(6, 4))
-    targets, parities = torch.randn(5, 3, 4), torch.randn(5, 1, 4)
-    available = torch.ones(5, 4, dtype=torch.bool)
-    available[torch.arange(5), torch.tensor([0, 2, 1, 1, 0])] = False
-    estimate, truth = module._erased_pairs(targets, parities, available)
-    erased = ~available[:, :3]
-    reference = module.code.decode(targets, parities, available)
-    torch.testing.assert_close(estimate, reference[erased])
-    torch.testing.assert_close(truth, targets[erased])
+    code = build_code("sum", "subtraction", CodeSpec(k, r), (6,), (4,))
+    module = ParityModule(nn.Linear(6, 4), [nn.Linear(6, 4) for _ in range(r)], code,
+                          optimizer=functools.partial(torch.optim.Adam))
+    targets, parities = torch.randn(9, k, 4), torch.randn(9, r, 4)
+    available, erased = sample_erasures(code.spec, 9, generator=torch.Generator().manual_seed(k))
+    estimate, truth = module._erased_pairs(targets, parities, available, erased)
+    missing = ~available[:, :k]
+    reference = module.code.decode(targets.masked_fill(missing[..., None], 0.0), parities, available)
+    torch.testing.assert_close(estimate, reference[missing])
+    torch.testing.assert_close(truth, targets[missing])
 
 
 def test_precomputed_targets_equal_lazy_cache() -> None:

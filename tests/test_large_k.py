@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from parm.coding import CodeSpec, build_code, erasure_patterns, random_erasures
+from parm.coding import CodeSpec, build_code, erasure_patterns, random_erasures, sample_erasures
 from parm.evaluation import evaluate_decoder, group
 from parm_coders.concat import choose_grid
 
@@ -89,6 +89,18 @@ def test_random_erasures_erase_exactly_r_data_slots() -> None:
     masks = random_erasures(spec, 500, generator=torch.Generator().manual_seed(0))
     assert bool(((~masks[:, :12]).sum(dim=1) == 4).all()) and bool(masks[:, 12:].all())
     counts = (~masks[:, :12]).sum(dim=0).float()
+    assert float(counts.min()) > 0.5 * float(counts.mean()), "every slot gets erased"
+
+
+@pytest.mark.parametrize("k,r", [(2, 1), (12, 1), (12, 4)])
+def test_sample_erasures_indices_are_the_masks_erased_slots_in_order(k: int, r: int) -> None:
+    spec = CodeSpec(k, r)
+    masks, erased = sample_erasures(spec, 400, generator=torch.Generator().manual_seed(1))
+    assert erased.shape == (400, r) and bool((erased.diff(dim=1) > 0).all())
+    rebuilt = torch.ones_like(masks)
+    rebuilt[torch.arange(400)[:, None], erased] = False
+    assert torch.equal(rebuilt, masks)
+    counts = torch.bincount(erased.flatten(), minlength=k).float()
     assert float(counts.min()) > 0.5 * float(counts.mean()), "every slot gets erased"
 
 

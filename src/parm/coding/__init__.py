@@ -1,7 +1,7 @@
 """Coding contracts: the code spec, encoder/decoder base classes, the plugin registry and factory."""
 
 from parm.coding.base import Code, Decoder, Encoder
-from parm.coding.erasure import erasure_patterns, random_erasures
+from parm.coding.erasure import erasure_patterns, random_erasures, sample_erasures
 from parm.coding.factory import build_code
 from parm.coding.registry import PluginError, PluginImportError, decoders, encoders
 from parm.coding.spec import CodeSpec
@@ -18,4 +18,5 @@ __all__ = [
     "encoders",
     "erasure_patterns",
     "random_erasures",
+    "sample_erasures",
 ]

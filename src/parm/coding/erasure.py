@@ -44,11 +44,27 @@ def random_erasures(spec: CodeSpec, batch: int, generator: torch.Generator | Non
     Returns:
         ``(batch, k + r)`` bool availability mask.
     """
-    scores = torch.rand(batch, spec.k, generator=generator, device=device)
-    erased = scores.argsort(dim=1)[:, : spec.r]
+    return sample_erasures(spec, batch, generator, device)[0]
+
+
+def sample_erasures(spec: CodeSpec, batch: int, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_erasures` with the erased slots themselves, in ascending order per group.
+
+    Training gathers the erased slots' reconstructions by index; deriving them back from the mask
+    would cost a sort per step. r = 1 draws one index per group instead of ranking k random scores.
+
+    Returns:
+        ``(batch, k + r)`` bool availability mask and ``(batch, r)`` int64 erased slot indices.
+    """
+    if spec.r == 1:
+        erased = torch.randint(spec.k, (batch, 1), generator=generator, device=device)
+    else:
+        scores = torch.rand(batch, spec.k, generator=generator, device=device)
+        erased = scores.argsort(dim=1)[:, : spec.r].sort(dim=1).values
     mask = torch.ones(batch, spec.n, dtype=torch.bool, device=device)
-    mask[:, : spec.k].scatter_(1, erased, False)
-    return mask
+    mask.scatter_(1, erased, False)  # erased slots are < k: parities stay available
+    return mask, erased
 
 
 def check_mask(spec: CodeSpec, available: torch.Tensor, batch: int) -> None:

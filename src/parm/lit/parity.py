@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parm.coding import Code, erasure_patterns, random_erasures
+from parm.coding import Code, erasure_patterns, sample_erasures
 from parm.tasks import StageMetrics, Task, get_task
 
 _PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
@@ -172,8 +172,8 @@ class ParityModule(pl.LightningModule):
         targets = self._group(self._targets(x, index))  # (B, k, C)
         groups = self._group(x)
         parities = self.parity_forward(groups)  # (B, r, C)
-        available = random_erasures(self.spec, groups.shape[0], device=x.device)
-        estimate, target = self._erased_pairs(targets, parities, available)
+        available, erased = sample_erasures(self.spec, groups.shape[0], device=x.device)
+        estimate, target = self._erased_pairs(targets, parities, available, erased)
         loss = self._loss(estimate, target)
         # Checking and logging read the loss on the host (a sync on GPUs): only on logging steps.
         if self._is_log_step():
@@ -185,22 +185,21 @@ class ParityModule(pl.LightningModule):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _erased_pairs(self, targets: torch.Tensor, parities: torch.Tensor,
-                      available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _erased_pairs(self, targets: torch.Tensor, parities: torch.Tensor, available: torch.Tensor,
+                      erased: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded and true outputs of the erased slots, ``(B * r, C)`` each, without host syncs.
 
         ``code.decode`` validates the mask (a sync) and boolean indexing needs ``nonzero`` (another):
-        the mask is ours and has exactly r erasures per group, so decode directly and gather them.
+        the mask is ours, with the ``(B, r)`` ascending ``erased`` slots, so decode directly and gather
+        them in the order boolean indexing would list them.
         """
         k, r = self.spec.k, self.spec.r
         batch, dim = targets.shape[0], self.code.decoder.output_dim
-        outputs = torch.where(available[:, :k, None], targets.reshape(batch, k, dim), 0.0)
+        targets = targets.reshape(batch, k, dim)
+        outputs = targets.masked_fill(~available[:, :k, None], 0.0)
         estimate = self.code.decoder.decode(outputs, parities.reshape(batch, r, dim).float(), available)
-        # Erased slots first, in slot order (stable sort), as boolean indexing would list them.
-        erased = (~available[:, :k]).to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :r]
         index = erased[..., None].expand(-1, -1, dim)
-        truth = targets.reshape(batch, k, dim).gather(1, index)
-        return estimate.gather(1, index).reshape(-1, dim), truth.reshape(-1, dim)
+        return estimate.gather(1, index).reshape(-1, dim), targets.gather(1, index).reshape(-1, dim)
 
     def _is_log_step(self) -> bool:
         every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer is not None else 1
