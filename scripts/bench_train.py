@@ -32,6 +32,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -233,17 +234,21 @@ class PlainLoop:
         loss.backward()
         self.optimizer.step()
 
-    def throughput(self, max_steps: int) -> dict[str, float]:
+    def throughput(self, max_steps: int, warmup_steps: int = 0) -> dict[str, float]:
+        """Rates over ``max_steps`` steps after ``warmup_steps`` untimed ones."""
         steps, started = 0, time.perf_counter()
-        while steps < max_steps:
+        while steps < warmup_steps + max_steps:
             order = torch.randperm(len(self.x), device=self.device, generator=self.generator)
             for start in range(0, len(order) - self.batch + 1, self.batch):
                 self.step(order[start:start + self.batch])
                 steps += 1
-                if steps >= max_steps:
+                if steps == warmup_steps:
+                    sync(self.device)
+                    started = time.perf_counter()
+                if steps >= warmup_steps + max_steps:
                     break
         sync(self.device)
-        return _rates(steps * self.batch, time.perf_counter() - started, self.k)
+        return _rates(max_steps * self.batch, time.perf_counter() - started, self.k)
 
 
 # ---- parm's own loop -------------------------------------------------------------------------------------
@@ -276,7 +281,8 @@ def fresh_parts(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[
 
 
 def parm_fit(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any], out_dir: Path,
-             epochs: int, callbacks: list[pl.Callback] = ()) -> tuple[pipeline.ParityParts, dict[str, float]]:
+             epochs: int, callbacks: Sequence[pl.Callback] = (),
+             warmup_steps: int = 0) -> tuple[pipeline.ParityParts, dict[str, float]]:
     """Fit a fresh ParityModule through the pipeline's Trainer; throughput of the training pass.
 
     Validation and checkpoint files are left out: they are not training, and on a GPU with short epochs
@@ -288,8 +294,9 @@ def parm_fit(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str
                                     limit_val_batches=0, enable_progress_bar=False)
     trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
     trainer.callbacks.extend(callbacks)
-    trainer.fit(parts.module, datamodule=datamodule)
     monitor = pipeline._throughput(trainer)
+    monitor.warmup_steps = warmup_steps
+    trainer.fit(parts.module, datamodule=datamodule)
     rates = _rates(monitor.samples, monitor.seconds, parts.code.spec.k)
     rates["target_precompute_seconds"] = parts.module.target_seconds
     return parts, rates
@@ -365,15 +372,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     train_steps = len(datamodule.train_dataloader())
     steps = args.steps or train_steps
+    warmup = min(args.warmup_steps, train_steps * args.epochs - 1)  # leave at least one timed step
     results: dict[str, Any] = {"speed_of_light": {}, "reference": {}, "plain": {}, "parm": {}}
     parts = None
     for repeat in range(args.repeats):  # alternate the contenders; keep each one's best
         fresh = fresh_parts(cfg, datamodule, model_spec, out_dir)  # untrained F_P, same init as parm's
-        parts, parm_rates = parm_fit(cfg, datamodule, model_spec, out_dir / f"parm{repeat}", args.epochs)
+        parts, parm_rates = parm_fit(cfg, datamodule, model_spec, out_dir / f"parm{repeat}", args.epochs,
+                                     warmup_steps=warmup)
+        timed_steps = train_steps * args.epochs - warmup  # as many as parm's timed steps
         reference = ReferenceLoop(fresh, datamodule, args.groups_per_batch, device, cfg.seed)
         contenders = {
             "parm": parm_rates,
-            "plain": PlainLoop(fresh, datamodule, cfg, device, cfg.seed).throughput(train_steps * args.epochs),
+            "plain": PlainLoop(fresh, datamodule, cfg, device, cfg.seed).throughput(timed_steps, warmup),
             "reference": reference.throughput(steps),
             "speed_of_light": speed_of_light(fresh.parity_models[0], tuple(parts.code.encoder.parity_shape),
                                              args.groups_per_batch, args.k, device, min(steps, 300), fast=False),
@@ -405,6 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "setup": {"data": args.data, "model": args.model, "k": args.k, "encoder": args.encoder,
                   "groups_per_batch": args.groups_per_batch, "train_steps_per_epoch": train_steps,
                   "reference_steps": steps, "parm_epochs": args.epochs, "repeats": args.repeats,
+                  "warmup_steps": warmup, "compile": parts.module.compile_mode,
                   "overrides": list(args.set), "cache_targets": parts.module.cache_targets,
                   "precision": str(cfg.trainer.precision)},
         "throughput": results, "ratios": ratios, "time_to_accuracy": tta,
@@ -413,8 +424,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     setup = report["setup"]
+    targets = "cached" if setup["cache_targets"] else "on-the-fly"
     lines = [f"bench_train: {setup['data']} {setup['model']} k={setup['k']} {setup['encoder']}, "
-             f"{setup['groups_per_batch']} groups/batch, {report['hardware']} ({report['date']})",
+             f"{setup['groups_per_batch']} groups/batch, {setup['precision']}, {targets} targets, "
+             f"compile={setup.get('compile')}, {report['hardware']} ({report['date']})",
              f"  {'loop':<34} {'groups/s':>10} {'images/s':>10} {'parm x':>8}"]
     parm = report["throughput"]["parm"]["groups_per_second"]
     for name, rates in report["throughput"].items():
@@ -436,6 +449,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups-per-batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1, help="parm epochs per throughput measurement")
     parser.add_argument("--steps", type=int, default=0, help="reference steps per measurement (0: one epoch)")
+    parser.add_argument("--warmup-steps", type=int, default=3,
+                        help="untimed steps before parm's and the plain loop's clocks start (compilation, autotuning)")
     parser.add_argument("--repeats", type=int, default=2, help="alternate the contenders this often; keep the best")
     parser.add_argument("--target", type=float, default=0.85, help="test A_d for time-to-accuracy (0: skip)")
     parser.add_argument("--budget", type=float, default=60.0, help="training seconds before giving up on it")

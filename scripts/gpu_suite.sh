@@ -35,11 +35,14 @@ PY
 if [ "$TINY" = "1" ]; then
   DATA=$WORK/gpu_data; SCALE=0.02; BASE_EPOCHS=1; EPOCHS=1; BASE_BATCH=32
   TRAINER="trainer=cpu model.width=8 data.val_size=50 data.eval_groups_per_batch=8"
-  BENCH="--steps 2 --repeats 1 --epochs 1 --budget 2 --eval-every 2"; GPB_FAST=16; REF_TTA="--skip-reference-tta"
+  BENCH="--steps 2 --repeats 1 --epochs 1 --budget 2 --eval-every 2"; BENCH_FAST=$BENCH; GPB_FAST=16
+  REF_TTA="--skip-reference-tta"; GRAPHS=${PARM_SUITE_GRAPHS:-0}
 else
   # 1,000 of the subset's 12,540 training images validate (best checkpoint); the test split is its 5,000.
   DATA=${PARM_GPU_DATA:-gpu_data}; SCALE=1.0; TRAINER="trainer=gpu data.val_size=1000"; BASE_EPOCHS=15; EPOCHS=5; BASE_BATCH=512
   BENCH="--repeats 2 --epochs 2 --budget 160 --eval-every 50"; GPB_FAST=512; REF_TTA=""
+  # 512 groups/batch leaves 12 steps per epoch: 10 epochs per throughput figure keep start-up costs small.
+  BENCH_FAST="--repeats 2 --epochs 10 --budget 160 --eval-every 50"; GRAPHS=${PARM_SUITE_GRAPHS:-1}
 fi
 if [ ! -f "$DATA/cifar10_test.npz" ]; then
   stamp "building the CIFAR-10 GPU subset into $DATA"
@@ -62,7 +65,7 @@ $PY scripts/bench_train.py --data cifar10 --model resnet18 --k 2 --encoder conca
 for targets in true false; do
   stamp "bench_train: fast path, $GPB_FAST groups/batch, cache_targets=$targets"
   $PY scripts/bench_train.py --data cifar10 --model resnet18 --k 2 --encoder concat --groups-per-batch $GPB_FAST \
-    --target 0.58 $BENCH --skip-reference-tta --work-dir $WORK/bench_fast_$targets \
+    --target 0.58 $BENCH_FAST --skip-reference-tta --work-dir $WORK/bench_fast_$targets \
     --out "$OUT/bench_fast_cache_$targets.json" --set $BSET parity.cache_targets=$targets optimizer.lr=2e-3 \
     parity.lr_scaling=none scheduler=cosine
 done
@@ -72,6 +75,18 @@ stamp "short reproduction"
 $PY scripts/reproduce.py --profile full --only "cifar10 resnet18 k=2" --epochs $EPOCHS \
   --out-dir $WORK/reproduce --report "$OUT/accuracy_gpu.md" \
   --set $BSET data.groups_per_batch=$GPB_FAST optimizer.lr=2e-3 scheduler=cosine 2>&1 | grep "^\[reproduce\]"
+
+# ---- 4. if time is left (the suite must end within 8 minutes): CUDA graphs through torch.compile.
+if [ "$GRAPHS" = "1" ] && { [ "$TINY" = "1" ] || [ $SECONDS -lt 330 ]; }; then
+  stamp "bench_train: fast path, cached targets, parity.compile=reduce-overhead (CUDA graphs)"
+  timeout 140 $PY scripts/bench_train.py --data cifar10 --model resnet18 --k 2 --encoder concat \
+    --groups-per-batch $GPB_FAST --target 0 $BENCH_FAST --repeats 1 --work-dir $WORK/bench_graphs \
+    --out "$OUT/bench_fast_graphs.json" --set $BSET parity.cache_targets=true optimizer.lr=2e-3 \
+    parity.lr_scaling=none scheduler=cosine parity.compile=reduce-overhead \
+    || stamp "the CUDA-graph row failed or ran out of time; the rows above stand"
+else
+  stamp "skipping the CUDA-graph row (PARM_SUITE_GRAPHS=$GRAPHS, ${SECONDS}s elapsed)"
+fi
 
 # ---- the table, last.
 $PY - "$OUT" <<'PY'

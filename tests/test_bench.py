@@ -132,6 +132,62 @@ def test_channels_last_and_compile_paths_run_on_cpu() -> None:
                                           "parity_models.0.bias"}, "compiled wrappers must not rename weights"
 
 
+def test_compile_modes_are_validated_and_train_on_cpu(tmp_path: Path) -> None:
+    from parm.lit.parity import compile_mode
+
+    assert [compile_mode(v) for v in (False, None, True, "reduce-overhead")] == [None, None, "default",
+                                                                                 "reduce-overhead"]
+    with pytest.raises(ValueError, match="parity.compile must be"):
+        compile_mode("fast")
+    cfg = compose_train(tmp_path, tmp_path, ["parity.compile=fast"])
+    from parm import pipeline
+
+    with pytest.raises(ValueError, match="reduce-overhead"):  # refused before F would be trained
+        pipeline.build_parity(cfg, None, {}, tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager() -> None:
+    """A compile mode changes how F_P runs, not what it computes: same losses over updating steps."""
+    def run(mode: bool | str) -> list[float]:
+        torch.manual_seed(0)
+        code = build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,))
+        module = ParityModule(nn.Linear(6, 4), [nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))], code,
+                              optimizer=functools.partial(torch.optim.SGD, lr=0.1), compile=mode)
+        module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
+        optimizer = module.configure_optimizers()
+        data = torch.randn(4, 8, 6, generator=torch.Generator().manual_seed(1))
+        losses = []
+        for step, x in enumerate(data):
+            torch.manual_seed(step)  # the same erasures in both runs
+            loss = module.training_step((x, torch.zeros(8, dtype=torch.long), torch.arange(8)), step)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        return losses
+
+    assert run("reduce-overhead") == pytest.approx(run(False), rel=1e-5)
+
+
+def test_throughput_monitor_leaves_out_warmup_steps() -> None:
+    from types import SimpleNamespace
+
+    from parm.lit import ThroughputMonitor
+
+    module = SimpleNamespace(device=torch.device("cpu"))
+    batch = (torch.zeros(8, 2),)
+    monitor = ThroughputMonitor(warmup_steps=2)
+    for epoch_batches in (1, 4):  # warm-up spans the first epoch's only batch and the second's first
+        monitor.on_train_epoch_start(None, module)  # type: ignore[arg-type]
+        for i in range(epoch_batches):
+            monitor.on_train_batch_end(None, module, None, batch, i)  # type: ignore[arg-type]
+        monitor.on_train_epoch_end(None, module)  # type: ignore[arg-type]
+    assert monitor.samples == 3 * 8 and monitor.seconds >= 0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        ThroughputMonitor(warmup_steps=-1)
+
+
 def test_lr_scaling_rule(tmp_path: Path) -> None:
     from parm.pipeline import scaled_lr
 

@@ -29,6 +29,7 @@ from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.devices import hydra_job, place_job, sweep_identity
 from parm.lit import BaseModule, ParityModule, ThroughputMonitor
+from parm.lit.parity import compile_mode
 from parm.models.checkpoint import build_from_spec, load_model, save_model
 from parm.report import format_table, write_summary
 from parm.tasks import Task, get_task
@@ -246,8 +247,9 @@ class ParityParts:
 def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
                  out_dir: Path) -> ParityParts:
     """F (loaded or trained first), the code, F_P and the :class:`ParityModule`, as configured."""
+    compile_mode(OmegaConf.select(cfg, "parity.compile", default=False))  # settings first, before F is trained
     task = resolve_task(cfg, datamodule)
-    task.check_parity_loss(cfg.parity.loss)  # before F is trained, not after
+    task.check_parity_loss(cfg.parity.loss)
     base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
     code_cfg = cfg.code
     spec = CodeSpec(int(code_cfg.k), int(code_cfg.r))
@@ -282,7 +284,7 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
                        (encoder_kwargs, decoder_kwargs))  # type: ignore[arg-type]
 
 
-def fast_path_options(cfg: DictConfig, base_model: torch.nn.Module) -> dict[str, bool]:
+def fast_path_options(cfg: DictConfig, base_model: torch.nn.Module) -> dict[str, Any]:
     """``compile``, ``channels_last`` and ``precompute_targets`` for :class:`ParityModule`.
 
     ``parity.channels_last: auto`` turns it on for convolutional networks trained on CUDA, where
@@ -292,7 +294,7 @@ def fast_path_options(cfg: DictConfig, base_model: torch.nn.Module) -> dict[str,
     if channels_last == "auto":
         on_cuda = str(cfg.trainer.get("accelerator", "auto")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
         channels_last = on_cuda and any(isinstance(m, torch.nn.Conv2d) for m in base_model.modules())
-    return {"compile": bool(OmegaConf.select(cfg, "parity.compile", default=False)),
+    return {"compile": compile_mode(OmegaConf.select(cfg, "parity.compile", default=False)) or False,
             "channels_last": bool(channels_last),
             "precompute_targets": bool(OmegaConf.select(cfg, "parity.precompute_targets", default=True))}
 

@@ -15,6 +15,18 @@ from parm.coding import Code, erasure_patterns, sample_erasures
 from parm.tasks import StageMetrics, Task, get_task
 
 _PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None) -> str | None:
+    """``parity.compile`` as a ``torch.compile`` mode: None (off), or one of :data:`COMPILE_MODES`."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ValueError(f"parity.compile must be false, true or one of {COMPILE_MODES}, got {value!r}.")
 
 
 class ParityModule(pl.LightningModule):
@@ -42,7 +54,8 @@ class ParityModule(pl.LightningModule):
         max_eval_patterns: cap on erasure patterns scored per group (a seeded sample when C(k, r)
             is larger); None scores all.
         compile: run F and F_P through ``torch.compile`` (the networks, not this module; the
-            state dict keeps its plain keys).
+            state dict keeps its plain keys): False, True (torch's default mode) or a mode name from
+            :data:`COMPILE_MODES`; ``"reduce-overhead"`` replays F_P's forward and backward as CUDA graphs.
         channels_last: feed 4-D inputs to the networks in channels-last memory format (faster
             convolutions on tensor cores); the caller converts the networks' weights.
         precompute_targets: with ``cache_targets``, compute F on the whole training split once when
@@ -62,7 +75,7 @@ class ParityModule(pl.LightningModule):
                  loss: str = "mse", task: str | Task = "classification", default_answer: Any = None,
                  cache_targets: bool = True,
                  fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5),
-                 max_eval_patterns: int | None = 64, compile: bool = False, channels_last: bool = False,
+                 max_eval_patterns: int | None = 64, compile: bool | str = False, channels_last: bool = False,
                  precompute_targets: bool = True) -> None:
         super().__init__()
         self.task = get_task(task)
@@ -83,11 +96,13 @@ class ParityModule(pl.LightningModule):
         self._cache_complete = False
         self.precompute_targets = precompute_targets
         self.channels_last = channels_last
+        mode = self.compile_mode = compile_mode(compile)
         # Plain lists, so the compiled wrappers are not registered as submodules (state dict unchanged).
+        # Static shapes: every training batch has the same size; the last eval batch compiles once more.
         self._base_call: list[Callable[[torch.Tensor], torch.Tensor]] = [
-            torch.compile(self.base_model) if compile else self.base_model]
+            torch.compile(self.base_model, mode=mode, dynamic=False) if mode else self.base_model]
         self._parity_calls: list[Callable[[torch.Tensor], torch.Tensor]] = [
-            torch.compile(m) if compile else m for m in self.parity_models]
+            torch.compile(m, mode=mode, dynamic=False) if mode else m for m in self.parity_models]
         self.target_seconds = 0.0  # time spent precomputing F's training outputs
         self.val_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
         self.test_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
@@ -169,6 +184,9 @@ class ParityModule(pl.LightningModule):
     # --- steps ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, index = batch[0], batch[2]
+        if self.compile_mode in ("reduce-overhead", "max-autotune"):
+            # CUDA-graph trees reuse their output memory on the next replay: a new step starts here.
+            torch.compiler.cudagraph_mark_step_begin()
         targets = self._group(self._targets(x, index))  # (B, k, C)
         groups = self._group(x)
         parities = self.parity_forward(groups)  # (B, r, C)

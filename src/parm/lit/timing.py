@@ -6,14 +6,24 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 
 class ThroughputMonitor(pl.Callback):
-    """Accumulates seconds spent in training epochs and the samples they processed."""
+    """Accumulates seconds spent in training epochs and the samples they processed.
 
-    def __init__(self) -> None:
+    Args:
+        warmup_steps: training batches at the start of the fit left out of the figures (first-step
+            allocations, cuDNN autotuning, ``torch.compile``'s compilation); the clock restarts after each.
+    """
+
+    def __init__(self, warmup_steps: int = 0) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        self.warmup_steps = warmup_steps
         self.seconds = 0.0
         self.samples = 0
+        self._batches = 0
         self._start = 0.0
         self._last = 0.0
 
@@ -22,6 +32,12 @@ class ThroughputMonitor(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        self._batches += 1
+        if self._batches <= self.warmup_steps:
+            if self._batches == self.warmup_steps and pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)  # queued warm-up work must not leak into the clock
+            self._start = self._last = time.perf_counter()
+            return
         self.samples += int(batch[0].shape[0])
         self._last = time.perf_counter()
 
