@@ -29,11 +29,16 @@ class SubtractionDecoder(Decoder):
                 f"{None if coefficients is None else tuple(coefficients.shape)}, expected ({spec.r}, {spec.k})."
             )
         self.register_buffer("coeffs", coefficients.detach().clone(), persistent=False)
+        # The reference's code (r = 1, parity = plain sum): decode is one subtraction, no per-slot division.
+        self.unit_sum = spec.r == 1 and bool((coefficients == 1).all())
 
     def decode(self, outputs: torch.Tensor, parities: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         # Solve in at least float32 even under bf16 autocast: the systems are tiny, precision is not.
         dtype = torch.promote_types(outputs.dtype, torch.float32)
         coeffs, k = self.coeffs.to(dtype), self.spec.k
+        if self.unit_sum:  # every slot's estimate is F_P(P) - sum of the available outputs
+            residual = parities.to(dtype) - outputs.to(dtype).sum(dim=1, keepdim=True)
+            return residual.expand(-1, k, -1).to(outputs.dtype)
         # Residual of each parity once the available outputs are subtracted: (B, r, D).
         residual = parities.to(dtype) - torch.matmul(coeffs, outputs.to(dtype))
         if self.spec.r == 1:
