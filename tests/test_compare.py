@@ -62,14 +62,31 @@ def test_runs_errors_say_what_to_point_at(tmp_path: Path) -> None:
 
 def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_dir: Path) -> None:
     report = tmp_path / "accuracy.md"
-    reproduce.main(["--profile", "quick", "--only", "mnist mlp k=2", "--epochs", "1", "--scale", "0.1",
-                    "--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
-                    "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--set",
-                    "trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8",
-                    "trainer.limit_train_batches=2", "logger=csv"])
+    _, failed = reproduce.main(["--profile", "quick", "--only", "mnist mlp k=2", "--epochs", "1", "--scale", "0.1",
+                                "--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
+                                "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--set",
+                                "trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8",
+                                "trainer.limit_train_batches=2", "logger=csv"])
     text = report.read_text()
-    assert "| mnist mlp k=2 sum | 1 |" in text and "| mnist mlp k=2 concat | 1 |" in text
+    assert failed == 0 and "## Not run" not in text
+    assert "| mnist mlp k=2 sum | 1 | 64 |" in text and "| mnist mlp k=2 concat | 1 | 64 |" in text
     assert "0.886" in text, "the reference code's figure sits beside ours"
     assert json.loads(report.with_suffix(".json").read_text())["mnist mlp k=2 sum"]["test"]["degraded_acc"] >= 0
     records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
     assert len(records) == 2
+
+
+def test_reproduce_full_runs_speech_from_its_experiment_and_reports_missing_data(tmp_path: Path,
+                                                                                 tiny_data_dir: Path) -> None:
+    """The speech setup fits the 58-clip subset (experiment batch sizes); CIFAR-100's absent file is a row
+    under "Not run" with the reason, and the other setups still finish."""
+    report = tmp_path / "accuracy.md"
+    path, failed = reproduce.main([
+        "--profile", "full", "--only", "speech", "cifar100", "--epochs", "1", "--scale", "0.05",
+        "--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "runs"),
+        "--report", str(report), "--set", "trainer.accelerator=cpu", "trainer.limit_train_batches=2",
+        "data.download=false", "logger=csv"])
+    text = path.read_text()
+    assert failed == 1
+    assert "| speech vgg11 k=2 sum (pipeline check) | 1 | 4 |" in text, "the experiment's batch fits 58 clips"
+    assert "## Not run" in text and "- cifar100 resnet18 k=2 sum: " in text.split("## Not run")[1]
