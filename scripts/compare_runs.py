@@ -17,26 +17,30 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from parm.runs import Run, find_runs
+from parm.runs import Run, find_runs, varying_settings
 
 COLUMNS = (("available_acc", "A_a"), ("degraded_acc", "A_d"), ("degraded_top5_acc", "A_d top5"),
            ("agreement", "agree"), ("default_acc", "default"))
 
 
-def label(run: Run) -> str:
+def label(run: Run, varies: str = "") -> str:
     s = run.setup
-    return f"{s['dataset']} {s['model']} {s['encoder']}/{s['decoder']} k={s['k']} r={s['r']}"
+    return f"{s['dataset']} {s['model']} {s['encoder']}/{s['decoder']} k={s['k']} r={s['r']}" + (
+        f" {varies}" if varies else "")
 
 
 def rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One flat record per run, sorted by dataset, model, encoder, k."""
+    """One flat record per run, sorted by dataset, model, encoder, k and the other settings that vary."""
     records = []
+    varies = varying_settings(runs)
     for run in runs:
         timing = run.summary.get("timing") or {}
         records.append({**run.setup, **{key: run.metric(key) for key, _ in COLUMNS},
                         "overall": run.overall, "train_seconds": timing.get("train_seconds"),
-                        "samples_per_second": timing.get("samples_per_second"), "path": str(run.path)})
-    return sorted(records, key=lambda r: (r["dataset"], r["model"], str(r["encoder"]), r["k"] or 0, r["r"] or 0))
+                        "samples_per_second": timing.get("samples_per_second"), "varies": varies[run.path],
+                        "path": str(run.path)})
+    return sorted(records, key=lambda r: (r["dataset"], r["model"], str(r["encoder"]), r["k"] or 0, r["r"] or 0,
+                                          r["varies"]))
 
 
 def _fmt(value: Any) -> str:
@@ -52,15 +56,17 @@ def text_table(records: list[dict[str, Any]]) -> str:
         code = f"{r['encoder']}/{r['decoder']}"
         seconds = f"{r['train_seconds']:>9.1f}" if r["train_seconds"] is not None else f"{'-':>9}"
         lines.append(f"{r['dataset']:<14}{r['model']:<10}{code:<22}{_fmt(r['k']):>3}{_fmt(r['r']):>3}"
-                     + "".join(f"{_fmt(r[key]):>10}" for key, _ in COLUMNS) + seconds)
+                     + "".join(f"{_fmt(r[key]):>10}" for key, _ in COLUMNS) + seconds
+                     + (f"  {r['varies']}" if r["varies"] else ""))
     return "\n".join(lines)
 
 
 def markdown(records: list[dict[str, Any]], images: list[str]) -> str:
-    cols = ["dataset", "model", "encoder", "decoder", "k", "r", *(name for _, name in COLUMNS), "train s", "run"]
+    cols = ["dataset", "model", "encoder", "decoder", "k", "r", "other settings", *(name for _, name in COLUMNS),
+            "train s", "run"]
     out = ["# Run comparison", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
-        values = [r["dataset"], r["model"], r["encoder"], r["decoder"], r["k"], r["r"],
+        values = [r["dataset"], r["model"], r["encoder"], r["decoder"], r["k"], r["r"], r["varies"] or None,
                   *(r[key] for key, _ in COLUMNS),
                   None if r["train_seconds"] is None else round(r["train_seconds"], 1), f"`{r['path']}`"]
         out.append("| " + " | ".join(_fmt(v) for v in values) + " |")
@@ -69,7 +75,7 @@ def markdown(records: list[dict[str, Any]], images: list[str]) -> str:
         out += ["", "## A_o(f_u) = (1 - f_u) A_a + f_u A_d", "",
                 "| run | " + " | ".join(f"f_u={f:g}" for f in fractions) + " |", "|" + "---|" * (len(fractions) + 1)]
         for r in records:
-            code = f"{r['dataset']} {r['model']} {r['encoder']} k={r['k']}"
+            code = f"{r['dataset']} {r['model']} {r['encoder']} k={r['k']}" + (f" {r['varies']}" if r["varies"] else "")
             out.append(f"| {code} | " + " | ".join(_fmt(r["overall"].get(f)) for f in fractions) + " |")
     out += ["", *(f"![{name}]({name})" for name in images), ""]
     return "\n".join(out)
@@ -83,6 +89,7 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
     import matplotlib.pyplot as plt
 
     names = []
+    varies = {Path(r["path"]): r["varies"] for r in records}
     panels: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r["stage"] == "parity" and r["k"] is not None and not math.isnan(r["degraded_acc"]):
@@ -100,7 +107,7 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for run in curves:
-            ax.plot(list(run.overall), list(run.overall.values()), marker=".", label=label(run))
+            ax.plot(list(run.overall), list(run.overall.values()), marker=".", label=label(run, varies[run.path]))
         ax.set(xlabel="f_u (fraction of predictions unavailable)", ylabel="A_o(f_u)", xscale="log")
         ax.legend(fontsize=6)
         names.append(_save(fig, out / "overall_curves.png"))
@@ -111,7 +118,7 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
             for ax, key in ((loss_ax, "train/loss"), (acc_ax, "val/degraded_acc")):
                 if run.curves.get(key):
                     steps, values = zip(*run.curves[key], strict=True)
-                    ax.plot(steps, values, label=label(run))
+                    ax.plot(steps, values, label=label(run, varies[run.path]))
         loss_ax.set(xlabel="step", ylabel="train/loss", yscale="log")
         acc_ax.set(xlabel="step", ylabel="val/degraded_acc")
         acc_ax.legend(fontsize=6)

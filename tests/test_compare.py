@@ -17,14 +17,14 @@ import compare_runs  # noqa: E402
 import reproduce  # noqa: E402
 
 
-def _fake_run(folder: Path, encoder: str, k: int, a_d: float) -> None:
+def _fake_run(folder: Path, encoder: str, k: int, a_d: float, **extra: object) -> None:
     folder.mkdir(parents=True)
     summary = {"stage": "parity", "test": {"available_acc": 0.97, "degraded_acc": a_d, "agreement": a_d + 0.01,
                                            "default_acc": 0.11},
                "overall": {"0.01": 0.97, "0.1": 0.96, "0.5": 0.9}, "timing": {"train_seconds": 12.5},
                "config": {"k": k, "r": 1, "encoder": encoder, "decoder": "subtraction", "stage": "parity",
                           "data": {"_target_": "parm.data.vision.MNISTDataModule"},
-                          "model": {"_target_": "parm.models.mlp.MLP"}}}
+                          "model": {"_target_": "parm.models.mlp.MLP"}, "output_dir": str(folder), **extra}}
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "csv").mkdir()
     (folder / "csv" / "metrics.csv").write_text(
@@ -39,7 +39,7 @@ def test_compare_runs_table_markdown_and_plots(tmp_path: Path, capsys: pytest.Ca
     records = compare_runs.main([str(sweep), "--out", str(tmp_path / "cmp")])
     assert [(r["encoder"], r["k"]) for r in records] == [("concat", 2), ("concat", 4), ("sum", 2), ("sum", 4)]
     text = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "| mnist | mlp | concat | subtraction | 2 | 1 | 0.9700 | 0.9400 |" in text
+    assert "| mnist | mlp | concat | subtraction | 2 | 1 | - | 0.9700 | 0.9400 |" in text
     assert "f_u=0.5" in text
     for png in ("degraded_vs_k.png", "overall_curves.png", "training_curves.png"):
         assert (tmp_path / "cmp" / png).stat().st_size > 1000
@@ -47,6 +47,20 @@ def test_compare_runs_table_markdown_and_plots(tmp_path: Path, capsys: pytest.Ca
     run = load_run(sweep / "0_encoder=sum,k=2")
     assert run.curves["val/degraded_acc"] == [(99, 0.7), (199, 0.8)]
     assert run.overall == {0.01: 0.97, 0.1: 0.96, 0.5: 0.9}
+
+
+def test_compare_runs_names_the_settings_a_sweep_varied(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Runs of one setup differ by what the sweep changed (here lr rule and scheduler): that is shown, paths are not."""
+    cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 20}
+    for i, (rule, scheduler) in enumerate([("none", {}), ("sqrt", {}), ("sqrt", cosine)]):
+        _fake_run(tmp_path / "sweep" / f"{i}", "sum", 2, 0.9 - i / 100, parity={"lr_scaling": rule},
+                  scheduler=scheduler, trainer={"default_root_dir": str(tmp_path / str(i))})
+    records = compare_runs.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "cmp"), "--no-plots"])
+    assert [r["varies"] for r in records] == ["parity.lr_scaling=none scheduler=none",
+                                              "parity.lr_scaling=sqrt scheduler=cosineannealinglr",
+                                              "parity.lr_scaling=sqrt scheduler=none"]
+    assert "parity.lr_scaling=sqrt scheduler=cosineannealinglr |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "default_root_dir" not in capsys.readouterr().out
 
 
 def test_runs_errors_say_what_to_point_at(tmp_path: Path) -> None:

@@ -55,6 +55,55 @@ class Run:
                                                         key=lambda item: float(item[0]))}
 
 
+# Where a run lives or reads from, not what it is: never a difference worth a column.
+_LOCATION_NAMES = ("ckpt", "ckpt_path", "dirpath", "default_root_dir")
+_SETUP_KEYS = ("encoder", "decoder", "k", "r", "stage", "data._target_", "model._target_")
+
+
+def _is_location(key: str) -> bool:
+    name = key.rsplit(".", 1)[-1]
+    return name.endswith("_dir") or name in _LOCATION_NAMES
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{name}."))  # an empty group ({}) is the same as an absent one
+        else:
+            flat[name] = value
+    return flat
+
+
+def varying_settings(runs: list[Run]) -> dict[Path, str]:
+    """Per run, the settings that differ between ``runs`` beyond the setup columns, as ``key=value ...``.
+
+    A sweep over ``parity.lr_scaling`` and ``scheduler`` shows ``parity.lr_scaling=sqrt scheduler=cosineannealinglr``
+    beside each run, so runs of one setup stay distinguishable. Paths and the setup's own keys are left out;
+    ``_target_`` values are shortened to the class name and a group's keys to the group name when its
+    target differs.
+    """
+    flats = [flat_config(run.config) for run in runs]
+    keys = sorted({key for flat in flats for key in flat})
+    varying = [key for key in keys if not _is_location(key) and key not in _SETUP_KEYS
+               and not key.startswith("hydra.") and len({repr(flat.get(key)) for flat in flats}) > 1]
+    groups = {key.removesuffix("._target_") for key in varying if key.endswith("._target_")}
+    shown = [key for key in varying if key.endswith("._target_") or not any(key.startswith(f"{g}.") for g in groups)]
+
+    def describe(flat: dict[str, Any]) -> str:
+        parts = []
+        for key in shown:
+            value = flat.get(key)
+            if key.endswith("._target_"):
+                key, value = key.removesuffix("._target_"), str(value).rsplit(".", 1)[-1].lower()
+            parts.append(f"{key}={value}")
+        return " ".join(parts)
+
+    return {run.path: describe(flat) for run, flat in zip(runs, flats, strict=True)}
+
+
 def _read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
     """``{metric: [(step, value), ...]}`` from a Lightning CSV log, skipping empty cells."""
     curves: dict[str, list[tuple[int, float]]] = {}
