@@ -42,7 +42,7 @@ else
   DATA=${PARM_GPU_DATA:-gpu_data}; SCALE=1.0; TRAINER="trainer=gpu data.val_size=1000"; BASE_EPOCHS=15; EPOCHS=5; BASE_BATCH=512
   BENCH="--repeats 2 --epochs 2 --budget 160 --eval-every 50"; GPB_FAST=512; REF_TTA=""
   # 512 groups/batch leaves 12 steps per epoch: 10 epochs per throughput figure keep start-up costs small.
-  BENCH_FAST="--repeats 2 --epochs 10 --budget 160 --eval-every 50"; GRAPHS=${PARM_SUITE_GRAPHS:-1}
+  BENCH_FAST="--repeats 2 --epochs 10 --budget 60 --eval-every 50"; GRAPHS=${PARM_SUITE_GRAPHS:-1}
 fi
 if [ ! -f "$DATA/cifar10_test.npz" ]; then
   stamp "building the CIFAR-10 GPU subset into $DATA"
