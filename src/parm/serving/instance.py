@@ -55,7 +55,12 @@ class Instance(ABC):
 
     @abstractmethod
     def cancel(self, request_id: int) -> None:
-        """Withdraw a request: queued work is dropped, a running one's answer is discarded."""
+        """Withdraw a request: queued work is dropped, a running one's answer is discarded.
+
+        :meth:`infer` then raises :class:`RequestCancelled`; an instance that can tell (the local
+        workers do) raises it only once it has let go of the request, so the pool's load keeps counting
+        a cancelled request that still occupies the instance.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -54,6 +54,7 @@ class LocalInstance(Instance):
         self._wire_ids = itertools.count()
         self._wire: dict[int, int] = {}
         self._pending: dict[int, asyncio.Future[torch.Tensor]] = {}
+        self._cancelled: set[int] = set()  # wire ids cancelled, awaiting the worker's "dropped" or answer
         self._plan: tuple[FaultPlan, float] | None = None
         self._closing = False
 
@@ -138,10 +139,12 @@ class LocalInstance(Instance):
             self._pending.pop(wire, None)
 
     def cancel(self, request_id: int) -> None:
-        wire = self._wire.pop(request_id, None)
-        future = None if wire is None else self._pending.pop(wire, None)
-        if future is not None and not future.done():
-            future.set_exception(RequestCancelled(request_id))
+        # The request stays pending until the worker says "dropped" (or answers, the answer then discarded):
+        # until then it still occupies the worker, and the pool must keep counting it.
+        wire = self._wire.get(request_id)
+        future = None if wire is None else self._pending.get(wire)
+        if wire is not None and future is not None and not future.done() and wire not in self._cancelled:
+            self._cancelled.add(wire)
             if self.alive:
                 self._send({"op": "cancel", "id": wire})
 
@@ -153,8 +156,15 @@ class LocalInstance(Instance):
         try:
             while True:
                 header, array = await read_frame(reader)
-                future = self._pending.pop(int(header.get("id", -1)), None)
-                if future is not None and not future.done() and array is not None:
+                wire = int(header.get("id", -1))
+                future = self._pending.pop(wire, None)
+                cancelled = wire in self._cancelled
+                self._cancelled.discard(wire)
+                if future is None or future.done():
+                    continue
+                if cancelled or header.get("op") == "dropped":
+                    future.set_exception(RequestCancelled(wire))
+                elif array is not None:
                     future.set_result(torch.from_numpy(array.copy()))
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as e:
             reason = f"{type(e).__name__}"
@@ -166,6 +176,7 @@ class LocalInstance(Instance):
 
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}
+        self._cancelled.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(InstanceError(f"{self.name}: {why}"))

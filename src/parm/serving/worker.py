@@ -4,7 +4,10 @@ Protocol (frames of :mod:`parm.serving.wire`), frontend -> worker:
     ``{"op": "infer", "id": n}`` + array ``(*input_shape)``; ``{"op": "cancel", "id": n}``;
     ``{"op": "faults", "plan": {...}, "epoch": t0}`` (a :class:`FaultPlan` relative to wall time t0);
     ``{"op": "crash"}`` (fault hook: die now).
-worker -> frontend: ``{"op": "result", "id": n}`` + array ``(*output_shape)``.
+worker -> frontend: ``{"op": "result", "id": n}`` + array ``(*output_shape)``, or ``{"op": "dropped", "id": n}``
+for a cancelled request, once the worker has let go of it. Every request gets exactly one of the two, so
+the frontend counts a cancelled request against this worker's load until the worker is really done
+with it (a request cancelled mid-batch keeps the worker busy until the batch ends).
 
 The reader thread queues requests and notes cancellations; the main thread takes up to
 ``max_batch`` queued requests at a time, drops cancelled ones, runs one batch and answers.
@@ -103,7 +106,8 @@ class _Inbox:
             timer.daemon = True
             timer.start()
 
-    def take(self, max_batch: int) -> list[tuple[int, np.ndarray]]:
+    def take(self, max_batch: int) -> tuple[list[tuple[int, np.ndarray]], list[int]]:
+        """Up to ``max_batch`` queued requests to run, and the ids of cancelled ones dropped unrun."""
         batch = [self.requests.get()]
         while len(batch) < max_batch:
             try:
@@ -112,8 +116,9 @@ class _Inbox:
                 break
         with self.lock:
             kept = [(i, a) for i, a in batch if i not in self.cancelled]
-            self.cancelled.difference_update(i for i, _ in batch)
-        return kept
+            dropped = [i for i, _ in batch if i in self.cancelled]
+            self.cancelled.difference_update(dropped)
+        return kept, dropped
 
 
 def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
@@ -131,7 +136,9 @@ def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
     inbox = _Inbox()
     threading.Thread(target=inbox.read_forever, args=(sock,), daemon=True).start()
     while True:
-        batch = inbox.take(spec.max_batch)
+        batch, dropped = inbox.take(spec.max_batch)
+        if dropped:
+            sock.sendall(b"".join(pack({"op": "dropped", "id": i}) for i in dropped))
         if not batch:
             continue
         start = time.perf_counter()
@@ -144,7 +151,7 @@ def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
         if wait > 0:
             time.sleep(wait)
         with inbox.lock:
-            answers = b"".join(pack({"op": "result", "id": i}, out[n]) for n, (i, _) in enumerate(batch)
-                               if i not in inbox.cancelled)
+            answers = b"".join(pack({"op": "dropped", "id": i}) if i in inbox.cancelled
+                               else pack({"op": "result", "id": i}, out[n]) for n, (i, _) in enumerate(batch))
             inbox.cancelled.difference_update(i for i, _ in batch)
         sock.sendall(answers)
