@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,28 @@ def test_parm_beats_equal_resources_in_the_tail() -> None:
     tails = {p: simulate(SimConfig(policy=p, queries=20000, faults=FAULTS)).summary()["p99.9"]
              for p in ("none", "equal", "parm")}
     assert tails["parm"] < 0.6 * tails["equal"] and tails["equal"] <= tails["none"]
+
+
+def test_a_cancelled_request_counts_as_load_until_its_instance_lets_go() -> None:
+    """As with the local workers' "dropped" reply: a running request holds its slot until its batch
+    ends, a queued one until the instance reaches it; neither is answered."""
+    from parm.serving.sim import FINISH, RESULT, Simulator
+
+    sim = Simulator(SimConfig(policy="none", n=1, queries=2, service_s=0.005, net_s=0.0, max_batch=1))
+    sim.qstate = [[None, 0, []] for _ in range(2)]
+    sim._send_plain(0.0, 0)  # runs at once
+    sim._send_plain(0.0, 1)  # queued behind it
+    running, queued = sim.qstate[0][2][0], sim.qstate[1][2][0]
+    sim._cancel(running)
+    sim._cancel(queued)
+    assert sim.model_load[0] == 2, "both still occupy the instance"
+    loads = []
+    while sim.heap:
+        t, _, kind, payload = heapq.heappop(sim.heap)
+        {FINISH: sim._finish, RESULT: sim._result}[kind](t, payload)
+        loads.append((round(t, 4), int(sim.model_load[0])))
+    assert loads == [(0.005, 2), (0.005, 1), (0.005, 0)], "let go when the batch ends, the queued one dropped unrun"
+    assert np.isnan(sim.answer_t).all()
 
 
 def test_fault_traces_are_seeded_per_slot() -> None:

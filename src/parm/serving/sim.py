@@ -4,7 +4,9 @@ It mirrors the frontend and the local workers. Poisson arrivals. ``parm`` sends 
 arrival to the least-loaded model instance that no other member of its forming group used, sends
 parity j to the least-loaded parity instance of index j once the group has k members (a
 group-formation deadline closes short groups), answers each member when its output arrives, decodes
-once k of k + r outputs are in (after the decode grace) and cancels the stragglers' queued work.
+once k of k + r outputs are in (after the decode grace) and cancels the stragglers' requests. A cancelled
+request counts against its instance's load until the instance lets go of it, as with the local workers'
+"dropped" reply: when it is reached in the queue (dropped unrun) or its batch ends.
 ``plain`` and ``hedge`` as in :mod:`parm.serving.frontend`. An instance serves up to ``max_batch``
 queued requests per batch; a batch takes ``service_s`` times the slowdown factor of the instance's
 fault trace (:func:`parm.serving.faults.draw_plan`) at its start; a running batch is never aborted.
@@ -195,7 +197,9 @@ class Simulator:
         batch: list[list] = []
         while inst.queue and len(batch) < self.c.max_batch:
             req = inst.queue.popleft()
-            if not req[2]:
+            if req[2]:
+                self._push(t + self.c.net_s / 2, RESULT, req)  # dropped unrun: the "dropped" reply
+            else:
                 batch.append(req)
         if not batch:
             inst.busy = False
@@ -205,18 +209,16 @@ class Simulator:
 
     def _finish(self, t: float, payload: tuple[_Instance, list]) -> None:
         inst, batch = payload
-        for req in batch:
-            if not req[2]:
-                self._push(t + self.c.net_s / 2, RESULT, req)
+        for req in batch:  # answers, or "dropped" for requests cancelled while running
+            self._push(t + self.c.net_s / 2, RESULT, req)
         self._start_batch(t, inst)
 
     # -- answers ----------------------------------------------------------------------------------
 
-    def _release(self, req: list) -> None:
-        if not req[2]:
-            req[2] = True
-            inst = req[5]
-            inst.pool[inst.index] -= 1
+    @staticmethod
+    def _cancel(req: list) -> None:
+        """Withdraw a request (a no-op once it has answered); its load stays until the instance's reply."""
+        req[2] = True
 
     def _answer(self, t: float, q: int, degraded: bool) -> None:
         if not np.isnan(self.answer_t[q]):
@@ -224,12 +226,14 @@ class Simulator:
         self.answer_t[q] = t
         self.degraded[q] = degraded
         for req in self.qstate[q][2]:
-            self._release(req)
+            self._cancel(req)
 
     def _result(self, t: float, req: list) -> None:
+        inst = req[5]
+        inst.pool[inst.index] -= 1  # every request ends with exactly one reply
         if req[2]:
-            return  # cancelled while running: the answer is dropped
-        self._release(req)
+            return  # cancelled: dropped unrun, or its answer discarded
+        req[2] = True
         q, kind, group = req[0], req[3], req[4]
         if kind == "plain":
             self._answer(t, q, False)
@@ -245,7 +249,7 @@ class Simulator:
         waiting = [q for q in group["members"] if np.isnan(self.answer_t[q])]
         if not waiting:
             for req in group["reqs"]:
-                self._release(req)
+                self._cancel(req)
             return
         if not group["coded"] or group["outputs"] + group["parities"] < self.c.k:
             return
@@ -259,7 +263,7 @@ class Simulator:
         for q in group["members"]:
             self._answer(t, q, True)
         for req in group["reqs"]:
-            self._release(req)
+            self._cancel(req)
 
 
 def simulate(config: SimConfig) -> RunResult:
