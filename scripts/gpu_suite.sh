@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issue 4): CIFAR-10 GPU subset, base ResNet-18 (fast recipe), bench_train at the
 # reference batch and on the fast path (cached / on-the-fly targets), a short reproduction. <= 8 min on an H200.
-# Prints a table last; JSON and Markdown land under $OUT.
+# Prints a table last; JSON, Markdown and the full log (suite.log) land under $OUT (8 files at most).
 #
 # Before the device call, here:  python scripts/make_gpu_subset.py --src ../shared/data --dst gpu_data
 #   (48 MiB; gpu_data/ is git-ignored, so name it in carry), and put wheels of what the GPU image lacks
@@ -16,6 +16,7 @@ TINY=${PARM_SUITE_TINY:-0}
 WORK=${PARM_SUITE_WORK:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 mkdir -p "$OUT" "$WORK"
+exec > >(tee "$OUT/suite.log") 2>&1  # the whole log comes back with the JSON, even if a step fails
 stamp() { echo "[gpu_suite $(date +%H:%M:%S)] $*"; }
 
 # ---- environment: the GPU image has torch and Lightning but not Hydra; parm itself is installed --no-deps.
