@@ -210,5 +210,5 @@ def test_gpu_suite_runs_at_tiny_size_on_cpu(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"bench_b64.json", "bench_fast_cache_true.json", "bench_fast_cache_false.json",
-            "accuracy_gpu.md"} <= names
+            "accuracy_gpu.md", "suite.log"} <= names
     assert "| cifar10 resnet18 k=2 concat |" in done.stdout.splitlines()[-1] or "cifar10 resnet18" in done.stdout
