@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,4 +114,10 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path, tiny_data_dir: Path) -> N
 def test_wandb_logger_runs_offline(tmp_path: Path, tiny_data_dir: Path) -> None:
     out = tmp_path / "wb"
     _train(["logger=wandb", f"hydra.run.dir={out}"], tmp_path, tiny_data_dir)
-    assert list((out / "wandb").glob("offline-run-*")), "an offline run to `wandb sync` later"
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs, "an offline run to `wandb sync` later"
+    tables = list(runs[0].glob("files/media/table/test/overall_acc_table*.table.json"))
+    assert tables, "the A_o(f_u) curve is logged as a table"
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["f_u", "overall_acc"]
+    assert [row[0] for row in table["data"]] == [0.01, 0.05, 0.1, 0.2, 0.5]

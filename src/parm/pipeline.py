@@ -179,6 +179,16 @@ def _best_checkpoint(trainer: pl.Trainer) -> str:
     return callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
 
 
+def _log_overall_table(trainer: pl.Trainer, overall: dict[str, float], name: str) -> None:
+    """The A_o(f_u) curve as one W&B table (f_u, A_o), beside the scalar ``test/overall_*@f_u`` values."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero and overall:
+            import wandb
+
+            rows = [[float(f_u), float(value)] for f_u, value in sorted(overall.items(), key=lambda kv: float(kv[0]))]
+            logger.experiment.log({f"test/{name}_table": wandb.Table(columns=["f_u", name], data=rows)})  # type: ignore[attr-defined]
+
+
 def _close_runs(trainer: pl.Trainer) -> None:
     """End W&B runs: F's and F_P's trainings in one process are two runs, not one."""
     for logger in trainer.loggers:
@@ -336,6 +346,7 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
         logger.log_metrics({"train/samples_per_second": monitor.samples_per_second,
                             "train/seconds": monitor.seconds}, step=trainer.global_step)
         logger.save()
+    _log_overall_table(trainer, overall, parts.module.task.degraded_key.replace("degraded", "overall"))
     _close_runs(trainer)
     return {
         "stage": "parity",
