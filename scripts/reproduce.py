@@ -72,6 +72,9 @@ def run_setups(args: argparse.Namespace) -> tuple[list[tuple[str, Run]], list[tu
     epochs = args.epochs or max(1, round(epochs * args.scale))
     base_epochs = max(1, round(base_epochs * args.scale))
     selected = [(n, o) for n, o in setups if not args.only or any(word in n for word in args.only)]
+    if not selected:  # before anything runs or the report is overwritten
+        raise SystemExit(f"--only {' '.join(args.only)} matches no setup of the {args.profile} profile; its setups: "
+                         + "; ".join(n for n, _ in setups))
     done, failed = [], []
     for i, (name, overrides) in enumerate(selected):
         run_dir = Path(args.out_dir) / f"{i:02d}_{name.split(' (')[0].replace(' ', '_').replace('=', '')}"

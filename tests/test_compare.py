@@ -104,3 +104,11 @@ def test_reproduce_full_runs_speech_from_its_experiment_and_reports_missing_data
     assert failed == 1
     assert "| speech vgg11 k=2 sum (pipeline check) | 1 | 4 |" in text, "the experiment's batch fits 58 clips"
     assert "## Not run" in text and "- cifar100 resnet18 k=2 sum: " in text.split("## Not run")[1]
+
+
+def test_reproduce_refuses_an_only_that_matches_nothing_before_touching_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "accuracy.md"
+    report.write_text("earlier results")
+    with pytest.raises(SystemExit, match="matches no setup of the quick profile; its setups: mnist mlp k=2 sum"):
+        reproduce.main(["--profile", "quick", "--only", "cifar", "--report", str(report)])
+    assert report.read_text() == "earlier results"
