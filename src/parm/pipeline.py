@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,6 +330,9 @@ def scaled_lr(cfg: DictConfig) -> float:
 def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
                  out_dir: Path) -> dict[str, Any]:
     """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
+    # F is frozen in eval mode on purpose (ParityModule.train keeps it there): Lightning's warning about
+    # modules in eval mode at the start of training would only alarm users.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     parts = build_parity(cfg, datamodule, model_spec, out_dir)
     code, spec = parts.code, parts.code.spec
     trainer = make_trainer(cfg, out_dir, monitor=f"val/{parts.module.task.parity_monitor}")
