@@ -29,7 +29,7 @@ from parm.artifacts import code_record, save_parity
 from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.devices import hydra_job, place_job, sweep_identity
-from parm.lit import BaseModule, ParityModule, ThroughputMonitor
+from parm.lit import BaseModule, HostProgressBar, ParityModule, ThroughputMonitor
 from parm.lit.parity import compile_mode
 from parm.models.checkpoint import build_from_spec, load_model, save_model
 from parm.report import format_table, write_summary
@@ -114,6 +114,8 @@ def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any)
         overrides = {**placement.trainer_kwargs(), **overrides}
         if placement.threads:
             torch.set_num_threads(placement.threads)
+    if overrides.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True)):
+        callbacks.append(HostProgressBar())  # shows the loss without a per-step host sync
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir),
                        **overrides)
 

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from parm.lit.progress import LogSteps
 from parm.tasks import Task, get_task
 
 
-class BaseModule(pl.LightningModule):
+class BaseModule(LogSteps, pl.LightningModule):
     """Training of F with its task's loss: cross-entropy on logits, or MSE on boxes.
 
     Logs ``{stage}/loss`` and the task's metrics (``{stage}/acc``; ``{stage}/iou`` and ``{stage}/miou``).
@@ -41,7 +42,9 @@ class BaseModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
         loss = self.task.base_loss(self.model(x), y)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # off the progress bar: Lightning would read it every step (a sync)
+        if self._is_log_step():
+            self._note_loss(loss, "base model")
         return loss
 
     def _shared_eval(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:

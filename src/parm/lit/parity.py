@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parm.coding import Code, erasure_patterns, sample_erasures
+from parm.lit.progress import LogSteps
 from parm.tasks import StageMetrics, Task, get_task
 
 _PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
@@ -29,7 +30,7 @@ def compile_mode(value: bool | str | None) -> str | None:
     raise ValueError(f"parity.compile must be false, true or one of {COMPILE_MODES}, got {value!r}.")
 
 
-class ParityModule(pl.LightningModule):
+class ParityModule(LogSteps, pl.LightningModule):
     """Coding groups -> encode -> F_P -> decode, trained on the reconstructions of erased slots.
 
     Each step erases r random data slots per group and scores their reconstructions against F's
@@ -193,14 +194,11 @@ class ParityModule(pl.LightningModule):
         available, erased = sample_erasures(self.spec, groups.shape[0], device=x.device)
         estimate, target = self._erased_pairs(targets, parities, available, erased)
         loss = self._loss(estimate, target)
-        # Checking and logging read the loss on the host (a sync on GPUs): only on logging steps.
+        # Checking and showing the loss read it on the host (a sync on GPUs): only on logging steps. The
+        # logged tensor stays off the progress bar, which Lightning would read every step (parm.lit.progress).
         if self._is_log_step():
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"parity loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
-                    f"Lower the learning rate (optimizer.lr=...), or check the inputs and F for NaN/inf."
-                )
-            self.log("train/loss", loss, prog_bar=True)
+            self._note_loss(loss, "parity")
+            self.log("train/loss", loss)
         return loss
 
     def _erased_pairs(self, targets: torch.Tensor, parities: torch.Tensor, available: torch.Tensor,
@@ -218,10 +216,6 @@ class ParityModule(pl.LightningModule):
         estimate = self.code.decoder.decode(outputs, parities.reshape(batch, r, dim).float(), available)
         index = erased[..., None].expand(-1, -1, dim)
         return estimate.gather(1, index).reshape(-1, dim), targets.gather(1, index).reshape(-1, dim)
-
-    def _is_log_step(self) -> bool:
-        every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer is not None else 1
-        return self.global_step % max(int(every), 1) == 0
 
     def _shared_eval(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
         x, y = batch[0], batch[1]
