@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session (issue 4): CIFAR-10 GPU subset, base ResNet-18 (fast recipe), bench_train at the
+# One prepared GPU session (issue 4): the CUDA-only tests, CIFAR-10 GPU subset, base ResNet-18 (fast recipe), bench_train at the
 # reference batch and on the fast path (cached / on-the-fly targets), a short reproduction. <= 8 min on an H200.
 # Prints a table last; JSON, Markdown and the full log (suite.log) land under $OUT (8 files at most).
 #
@@ -50,6 +50,12 @@ if [ ! -f "$DATA/cifar10_test.npz" ]; then
   $PY scripts/make_gpu_subset.py --src "${PARM_SHARED_DATA:-../shared/data}" --dst "$DATA" --scale $SCALE
 fi
 COMMON="data=cifar10 model=resnet18 data_dir=$DATA cache_dir=$WORK/cache $TRAINER"
+
+# ---- 0. the tests that need CUDA (skipped in CI): device cache, GPU metrics, no host sync in training steps.
+if [ "$TINY" != "1" ]; then
+  stamp "pytest -m gpu"
+  timeout 150 $PY -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tail -15 || stamp "some GPU tests failed (above)"
+fi
 
 # ---- 1. base ResNet-18, fast recipe: Adam 2e-3, cosine decay, batch 512, GPU augmentation, bf16.
 stamp "training the base ResNet-18 ($BASE_EPOCHS epochs)"

@@ -362,3 +362,15 @@ def test_device_cache_and_gpu_augmentation(tiny_data_dir: Path) -> None:
     model.linear = torch.nn.Linear(3 * 32 * 32, 10)
     trainer.fit(model, datamodule=dm)
     assert dm.split("train")[0].is_cuda and model.train_batches
+
+
+def test_normalize_copies_the_channel_stats_to_a_device_once(tiny_data_dir: Path) -> None:
+    """A blocking host-to-GPU copy of mean/std per batch would synchronise every training step."""
+    dm = build_datamodule("mnist", data_dir=str(tiny_data_dir), **SMALL)
+    dm.setup("fit")
+    batch = torch.zeros(4, 1, 28, 28, dtype=torch.uint8, device="meta")  # any non-CPU device
+    dm.normalize(batch)
+    first = dm._device_stats[torch.device("meta")]
+    out = dm.normalize(batch)
+    assert dm._device_stats[torch.device("meta")][0] is first[0] and out.device.type == "meta"
+    assert out.dtype == torch.float32 and out.shape == batch.shape

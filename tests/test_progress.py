@@ -57,3 +57,42 @@ def test_progress_bar_shows_the_host_loss() -> None:
     module = SimpleNamespace(progress_values={"loss": 0.123456})
     trainer = SimpleNamespace(loggers=[], progress_bar_metrics={})
     assert bar.get_metrics(trainer, module)["loss"] == "0.1235"  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cache_targets,augment", [(True, False), (False, True)])
+def test_gpu_training_steps_never_synchronise(tmp_path: Path, tiny_data_dir: Path, cache_targets: bool,
+                                              augment: bool) -> None:
+    """With CUDA's sync debug mode set to raise, training steps between logging steps run through Lightning
+    (data on the GPU, augmentation, bf16, channels_last): any host<->GPU synchronisation fails the fit."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from parm import pipeline
+
+    class RaiseOnSync(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
+                                 batch_idx: int) -> None:
+            if batch_idx == 2:  # after first-step allocations and the target precompute
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    cfg = compose_train(tmp_path, tiny_data_dir, [
+        *TINY, "data=cifar10", "model=resnet18", "model.width=8", "encoder=concat", "trainer=gpu",
+        "trainer.limit_train_batches=12", "trainer.log_every_n_steps=1000", "trainer.limit_val_batches=0",
+        f"parity.cache_targets={str(cache_targets).lower()}", f"data.augment={str(augment).lower()}",
+        "data.device_cache=true", "data.groups_per_batch=2", "data.val_size=40"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    module = pipeline.build_parity(cfg, datamodule, spec, tmp_path / "run").module
+    trainer = pipeline.make_trainer(cfg, tmp_path / "run", monitor="val/x", max_epochs=1, enable_progress_bar=True)
+    trainer.callbacks.append(RaiseOnSync())
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.global_step == 12

@@ -146,6 +146,7 @@ class TensorDataModule(pl.LightningDataModule):
         self._source_index: dict[str, torch.Tensor] = {}
         self._class_names: tuple[str, ...] = ()
         self._mean = self._std = torch.empty(0)
+        self._device_stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._aug_generators: dict[torch.device, torch.Generator] = {}
 
     # ---- subclass hook -------------------------------------------------------------------------
@@ -194,6 +195,7 @@ class TensorDataModule(pl.LightningDataModule):
         self._splits = {"train": (train_x, train_y), **evals}
         self._source_index = source
         self._mean, self._std = channel_stats(train_x)
+        self._device_stats = {}
 
     def _loaded(self) -> dict[str, XY]:
         if not self._splits:
@@ -272,7 +274,14 @@ class TensorDataModule(pl.LightningDataModule):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw ``(B, C, H, W)`` samples (uint8 or float) -> normalised float32; needs no trainer."""
-        return transforms.normalize(x, self.mean, self.std)
+        return transforms.normalize(x, *self._stats_on(x.device))
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """:attr:`mean` and :attr:`std` on ``device``, copied there once: a host-to-GPU copy per batch
+        would be a blocking copy, a synchronisation of the host with the GPU on every training step."""
+        if device not in self._device_stats:
+            self._device_stats[device] = (self.mean.to(device), self.std.to(device))
+        return self._device_stats[device]
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Augment (training only, when enabled) and normalise, batched on the batch's device."""
