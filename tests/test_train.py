@@ -110,3 +110,17 @@ def test_parallel_jobs_train_f_once(tmp_path: Path, tiny_data_dir: Path) -> None
     assert all(job.returncode == 0 for job in jobs), outputs
     assert sum("training F first" in out for out in outputs) == 1
     assert len(list((tmp_path / "cache" / "base").glob("*.pt"))) == 1
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path: Path, tiny_data_dir: Path) -> None:
+    """Sweeps compare runs that differ in one setting: everything else, erasures and shuffles included,
+    must come from the seed. Two runs with one seed (and one cached F) agree exactly on CPU; another seed
+    trains a different F_P."""
+    from parm.artifacts import load_parity
+
+    runs = [run_train(tmp_path, tiny_data_dir, [*TINY, "trainer.limit_train_batches=6", f"seed={seed}"], name)
+            for seed, name in ((3, "a"), (3, "b"), (4, "c"))]
+    assert runs[0]["test"] == runs[1]["test"]
+    weights = [load_parity(run["artifacts"]["parity"]).parity_models[0].state_dict() for run in runs]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    assert not all(torch.equal(weights[0][key], weights[2][key]) for key in weights[0])

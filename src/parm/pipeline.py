@@ -264,6 +264,9 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     task = resolve_task(cfg, datamodule)
     task.check_parity_loss(cfg.parity.loss)
     base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
+    # Training F (on a cache miss) draws random numbers that loading it does not: re-seed, so F_P's
+    # initialisation, erasures and shuffles are the same whether F was just trained or read from the cache.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     code_cfg = cfg.code
     spec = CodeSpec(int(code_cfg.k), int(code_cfg.r))
     output_shape = (num_outputs(datamodule),)
