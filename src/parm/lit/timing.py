@@ -39,6 +39,10 @@ class ThroughputMonitor(pl.Callback):
             self._start = self._last = time.perf_counter()
             return
         self.samples += int(batch[0].shape[0])
+        if pl_module.device.type == "cuda" and batch_idx + 1 >= trainer.num_training_batches:
+            # Training steps never wait for the GPU, so the host runs ahead: the epoch's clock stops when
+            # its queued kernels have run (one sync per epoch), not when the last step was launched.
+            torch.cuda.synchronize(pl_module.device)
         self._last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
