@@ -8,7 +8,10 @@ At equal redundancy r/k = S/K (r = S = ``--redundancy``, 1 by default) and for e
 - ``berrut-linear-solve``: the same queries, decoded by solving the linear system as if F were linear
   (``berrut/subtraction``, exact for affine F);
 - ``approxifer``: N = K + S Berrut-coded queries, every prediction approximated (no training);
-- ``default``: the most frequent training class for a missing prediction.
+- ``default``: the most frequent training class (boxes: the mean training box) for a missing prediction.
+
+Classification is scored by accuracy; box outputs (``--data localization``) by the share of boxes with
+IoU >= 0.75, through the same task metrics training logs (:mod:`parm.tasks`).
 
 Every method sees the same F (``--base``, else the pipeline's cached F, trained if missing), the same
 test samples in the same seeded order, and groups of K consecutive samples of that order.
@@ -95,19 +98,20 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
     from hydra.utils import instantiate
     from parm_berrut import ApproxIFERCode
 
-    from parm.pipeline import _model_spec, load_or_train_base
+    from parm.pipeline import _model_spec, load_or_train_base, num_outputs, resolve_task
 
     cfg = _compose(args.data, args.data_dir, [f"output_dir={Path(args.workdir) / args.data}", "k=1",
                                               *([f"base.ckpt={args.base}"] if args.base else []), *args.override])
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
-    base, base_path = load_or_train_base(cfg, _model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes),
+    task = resolve_task(cfg, datamodule)  # classification, or boxes scored by IoU (data=localization)
+    base, base_path = load_or_train_base(cfg, _model_spec(cfg.model, datamodule.input_shape, num_outputs(datamodule)),
                                          Path(cfg.output_dir))
     base.eval()
     x, y = datamodule.split("test")
     x = datamodule.normalize(x)
-    default_class = int(datamodule.train_label_counts.argmax())
-    shape, classes, s = datamodule.input_shape, (datamodule.num_classes,), args.redundancy
+    default_answer = task.default_answer(datamodule.split("train")[1])
+    shape, classes, s = datamodule.input_shape, (num_outputs(datamodule),), args.redundancy
     given = _parse_parity(args.parity)
     results: list[MethodResult] = []
     timing: dict[str, float] = {}
@@ -121,19 +125,21 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 artifact = load_parity(path)
                 name = f"parm-{encoder.replace(':', '-')}"
                 results.append(evaluate_parity_models(name, base, artifact.parity_models, artifact.code, x, y,
-                                                      args.max_patterns, args.seed))
+                                                      args.max_patterns, args.seed, task))
                 results[-1].extra["parity"] = str(path)
                 timing[f"parm-{encoder}@{k}"] = time.perf_counter() - started
         for decoder, name in (("berrut", "berrut-systematic"), ("subtraction", "berrut-linear-solve")):
             code = build_code("berrut", decoder, CodeSpec(k, s), shape, classes)
-            results.append(evaluate_parity_models(name, base, [base] * s, code, x, y, args.max_patterns, args.seed))
+            results.append(evaluate_parity_models(name, base, [base] * s, code, x, y, args.max_patterns, args.seed,
+                                                  task))
         results.append(evaluate_coded_computation("approxifer", base, ApproxIFERCode(k, s), x, y, args.max_patterns,
-                                                  args.seed))
-        results.append(evaluate_default(base, x, y, k, default_class, s))
+                                                  args.seed, task))
+        results.append(evaluate_default(base, x, y, k, default_answer, s, task))
     return {"data": args.data, "stem": f"codes_{args.data}{args.tag}", "base": str(base_path), "epochs": args.epochs,
             "overrides": list(args.override),
             "redundancy": s,
-            "encoders": args.encoders, "test_samples": int(x.shape[0]), "default_class": default_class,
+            "encoders": args.encoders, "test_samples": int(x.shape[0]), "task": task.name,
+            "default_answer": default_answer,
             "fractions": list(FRACTIONS), "results": [r.as_dict(FRACTIONS) for r in results], "timing": timing}
 
 
@@ -148,9 +154,10 @@ def crossover(result: dict[str, Any], approx_acc: float | None) -> float | None:
 
 
 def format_table(record: dict[str, Any]) -> str:
-    """Markdown table: one row per (K, method)."""
-    lines = ["| K | method | A_a | A_d | A_d top-5 | agreement | A_o(0.1) | A_o(0.5) | A (all N answers) | "
-             "beats ApproxIFER for f_u < |",
+    """Markdown table: one row per (K, method). For boxes the top-5 column holds A_d's mean IoU instead."""
+    boxes = record.get("task") == "regression"
+    lines = [f"| K | method | A_a | A_d | {'A_d mean IoU' if boxes else 'A_d top-5'} | agreement | A_o(0.1) | "
+             "A_o(0.5) | A (all N answers) | beats ApproxIFER for f_u < |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v: float | None) -> str:
@@ -158,8 +165,9 @@ def format_table(record: dict[str, Any]) -> str:
 
     approx = {r["k"]: r["degraded_acc"] for r in record["results"] if r["method"] == "approxifer"}
     for r in record["results"]:
+        third = r.get("metrics", {}).get("degraded_miou") if boxes else r["degraded_top5"]
         lines.append(f"| {r['k']} | {r['method']} | {fmt(r['available_acc'])} | **{fmt(r['degraded_acc'])}** | "
-                     f"{fmt(r['degraded_top5'])} | {fmt(r['agreement'])} | {fmt(r['overall']['0.1'])} | "
+                     f"{fmt(third)} | {fmt(r['agreement'])} | {fmt(r['overall']['0.1'])} | "
                      f"{fmt(r['overall']['0.5'])} | {fmt(r['full_acc'])} | "
                      f"{fmt(crossover(r, approx.get(r['k'])))} |")
     return "\n".join(lines)
@@ -181,8 +189,11 @@ def plot(record: dict[str, Any], out: Path) -> list[Path]:
     for k, (approx, parm) in PAPER.get(record["data"], {}).items():
         ax.scatter([k], [approx], marker="x", color="black")
         ax.scatter([k], [parm], marker="+", color="black")
-    ax.set(xlabel=f"K (queries per group), S = r = {record['redundancy']}", ylabel="A_d (top-1)",
-           title=f"{record['data']}: degraded-mode accuracy (x/+: ApproxIFER/ParM as published)", ylim=(0, 1))
+    boxes = record.get("task") == "regression"
+    ax.set(xlabel=f"K (queries per group), S = r = {record['redundancy']}",
+           ylabel="A_d (IoU >= 0.75)" if boxes else "A_d (top-1)",
+           title=f"{record['data']}: degraded-mode {'localization' if boxes else 'accuracy'}"
+                 + (" (x/+: ApproxIFER/ParM as published)" if record["data"] in PAPER else ""), ylim=(0, 1))
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     stem = record.get("stem", f"codes_{record['data']}")
@@ -217,10 +228,14 @@ def write_report(out: Path) -> Path:
         plot(record, out)
         stem = record.get("stem", f"codes_{record['data']}")
         extra = f", `{' '.join(record['overrides'])}`" if record.get("overrides") else ""
+        scored = (" Scores are shares of boxes with IoU >= 0.75 (A_a, A_d against the true box, agreement "
+                  "against F's box); the A_d mean IoU column is the mean IoU of the decoded boxes with the true "
+                  "ones; the JSON's `metrics` hold the rest."
+                  if record.get("task") == "regression" else "")
         parts += [f"## {record['data']}, parity models trained {record['epochs']} epochs{extra}", "",
                   f"F: `{record['base']}`; {record['test_samples']} test samples in the seeded order; redundancy "
                   f"r = S = {record['redundancy']}; parm parity models trained {record['epochs']} epochs "
-                  f"({', '.join(record['encoders'])}).", "", format_table(record), "",
+                  f"({', '.join(record['encoders'])}).{scored}", "", format_table(record), "",
                   f"![A_d]({stem}_ad.png) ![A_o]({stem}_ao.png)", ""]
     report = out / "codes.md"
     report.write_text("\n".join(parts))

@@ -79,9 +79,26 @@ def test_overall_curve_and_default() -> None:
                           scored=10, patterns=2)
     assert result.overall((0.0, 0.5, 1.0)) == pytest.approx({0.0: 0.9, 0.5: 0.7, 1.0: 0.5})
     f, x, y = _data()
-    default = evaluate_default(f, x, y, k=4, default_class=2)
+    default = evaluate_default(f, x, y, k=4, default_answer=2)
     assert default.degraded_acc == pytest.approx(float((y[:88] == 2).double().mean()))
     assert json.dumps(default.as_dict()), "results serialise to strict JSON"
+
+
+def test_box_outputs_are_scored_by_iou_through_the_task() -> None:
+    """A linear "F" giving boxes: sum parities decode it exactly, so every reconstruction matches F's box."""
+    torch.manual_seed(0)
+    f = LinearF(6, 4).double()
+    x = torch.randn(80, 6, dtype=torch.float64)
+    with torch.no_grad():
+        boxes = f(x)
+    truth = boxes + 0.05 * torch.randn_like(boxes)
+    code = build_code("sum", "subtraction", CodeSpec(4, 1), (6,), (4,)).double()
+    result = evaluate_parity_models("sum", f, [f], code, x, truth, task="regression")
+    assert result.agreement == 1.0 and result.degraded_top5 is None
+    assert result.degraded_acc == pytest.approx(result.available_acc)
+    assert 0.0 <= result.metrics["degraded_miou"] <= 1.0 and result.metrics["degraded_mse"] < 1e-12
+    default = evaluate_default(f, x, truth, k=4, default_answer=truth.mean(0).tolist(), task="regression")
+    assert default.degraded_acc == pytest.approx(default.metrics["default"]) and default.agreement is None
 
 
 def test_straggler_patterns_and_grouping() -> None:
@@ -151,3 +168,21 @@ def test_script_trains_parity_models_through_the_pipeline(tmp_path: Path, tiny_d
     record = json.loads((tmp_path / "results" / "codes_mnist.json").read_text())
     parm = [r for r in record["results"] if r["method"] == "parm-sum"]
     assert len(parm) == 1 and Path(parm[0]["extra"]["parity"]).exists()
+
+
+@pytest.mark.slow
+def test_script_compares_codes_on_box_outputs(tmp_path: Path, berrut_env: dict[str, str]) -> None:
+    """--data localization: F and a parity model trained on generated boxes, every method scored by IoU."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "compare_codes.py"), "--data", "localization", "--ks", "2",
+           "--epochs", "1", "--out", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"),
+           *[arg for o in ("data.num_train=400", "data.num_test=100", "data.val_size=50", "base.epochs=1",
+                           "data.groups_per_batch=8", f"cache_dir={tmp_path / 'cache'}")
+             for arg in ("--override", o)]]
+    done = subprocess.run(cmd, env=berrut_env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "codes_localization.json").read_text())
+    assert record["task"] == "regression" and len(record["default_answer"]) == 4
+    methods = {r["method"]: r for r in record["results"]}
+    assert set(methods) == {"parm-sum", "berrut-systematic", "berrut-linear-solve", "approxifer", "default"}
+    assert all("degraded_miou" in r["metrics"] for name, r in methods.items() if name != "default")
+    assert "IoU >= 0.75" in (tmp_path / "results" / "codes.md").read_text()

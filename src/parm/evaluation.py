@@ -8,7 +8,12 @@ coding groups (consecutive runs of k samples in the order given):
   ``max_patterns`` of them), parities all available, and only the decoded slots are scored.
 - :func:`evaluate_coded_computation`: codes where no query is an original (ApproxIFER): every
   S-subset of the N workers is erased in turn (or a sample) and *all* K estimates are scored.
-- :func:`evaluate_default`: the default answer (most frequent training class) for missing predictions.
+- :func:`evaluate_default`: the default answer (most frequent training class, or the mean training box)
+  for missing predictions.
+
+Scores come from the task's own metrics (:mod:`parm.tasks`, the ones training logs): accuracies for
+classification; for boxes (``task="regression"``) the share with IoU >= 0.75 in the accuracy fields,
+with mean IoU and the rest in :attr:`MethodResult.metrics`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 
 from parm.coding import Code, erasure_patterns
 from parm.metrics import DEFAULT_FRACTIONS
-from parm.metrics.functional import topk_hits
+from parm.tasks import StageMetrics, Task, get_task
 
 
 class CodedComputation(Protocol):
@@ -46,14 +51,16 @@ class MethodResult:
     """Scores of one method at one k.
 
     Attributes:
-        available_acc: A_a, F's top-1 on the grouped test samples.
+        available_acc: A_a, F's top-1 on the grouped test samples (boxes: IoU >= 0.75 with the truth).
         degraded_acc: A_d, top-1 of the decoded predictions (every prediction, for ApproxIFER).
-        degraded_top5: the same, top-5 (None for the default answer).
-        agreement: share of decoded predictions whose top-1 equals F's (None for the default answer).
+        degraded_top5: the same, top-5 (None for the default answer and for boxes).
+        agreement: share of decoded predictions whose top-1 equals F's (boxes: IoU >= 0.75 with F's box;
+            None for the default answer).
         scored: decoded predictions scored.
         patterns: erasure patterns per group.
         approximates_all: True when every returned prediction is an estimate (its A_o is flat).
         full_acc: for such codes, top-1 when no answer is missing.
+        metrics: every value of the task's metrics (mean IoU, MSE to F, ... for boxes).
     """
 
     method: str
@@ -68,6 +75,7 @@ class MethodResult:
     approximates_all: bool = False
     full_acc: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def overall(self, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[float, float]:
         """A_o(f_u) = (1 - f_u) A_a + f_u A_d; flat at A_d when every prediction is approximated."""
@@ -96,57 +104,72 @@ def group(t: torch.Tensor, k: int) -> torch.Tensor:
     return t[: groups * k].reshape(groups, k, *t.shape[1:])
 
 
-class _Tally:
-    """Counts of top-1 / top-5 hits against the label and top-1 agreement with F."""
+class _Scores:
+    """The task's stage metrics over the scored predictions, and how many there were."""
 
-    def __init__(self) -> None:
-        self.top1 = self.top5 = self.agree = self.count = 0
+    def __init__(self, task: Task, output_dim: int, default_answer: Any = None) -> None:
+        self.task = task
+        self.metrics: StageMetrics = task.parity_metrics(output_dim, default_answer, DEFAULT_FRACTIONS)
+        self.count = 0
+
+    def add_available(self, outputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """F's own outputs ``(N, C)`` against the labels (class indices, or boxes ``(N, 4)``)."""
+        self.metrics.update_available(outputs, labels)
 
     def add(self, estimate: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> None:
-        top5 = min(5, estimate.shape[1])
-        self.top1 += int(topk_hits(estimate, labels, 1).sum())
-        self.top5 += int(topk_hits(estimate, labels, top5).sum())
-        self.agree += int(topk_hits(estimate, reference.argmax(dim=1), 1).sum())
-        self.count += labels.numel()
+        """Estimates ``(N, C)`` of predictions whose true labels and F outputs are ``labels``, ``reference``."""
+        self.metrics.update_degraded(estimate, reference, labels)
+        self.count += labels.shape[0]
 
-    def rates(self) -> tuple[float, float, float]:
-        n = max(self.count, 1)
-        return self.top1 / n, self.top5 / n, self.agree / n
+    def values(self) -> dict[str, float]:
+        return self.metrics.compute()
+
+    def headline(self) -> dict[str, Any]:
+        """A_a, A_d, top-5 A_d and agreement under :class:`MethodResult`'s names, plus every value."""
+        values, degraded = self.values(), self.task.degraded_key
+        return {"available_acc": values[degraded.replace("degraded", "available")],
+                "degraded_acc": values[degraded], "degraded_top5": values.get("degraded_top5_acc"),
+                "agreement": values[self.task.parity_monitor], "scored": self.count, "metrics": values}
 
 
-def _available_acc(outputs: torch.Tensor, labels: torch.Tensor) -> float:
-    return float(topk_hits(outputs, labels, 1).float().mean())
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``(G, k, ...)`` -> ``(G * k, ...)``: labels may be class indices ``(G, k)`` or boxes ``(G, k, 4)``."""
+    return t.reshape(-1, *t.shape[2:])
 
 
 @torch.no_grad()
 def evaluate_decoder(code: Code, outputs: torch.Tensor, parity_outputs: torch.Tensor, labels: torch.Tensor,
-                     patterns: torch.Tensor) -> tuple[_Tally, int]:
+                     patterns: torch.Tensor, task: str | Task = "classification") -> tuple[_Scores, int]:
     """Erase each pattern in turn on every group; score the decoded slots.
 
     Args:
         code: the encoder/decoder pair.
         outputs: ``(G, k, C)`` F's outputs.
         parity_outputs: ``(G, r, C)`` the parity models' outputs.
-        labels: ``(G, k)`` true labels.
+        labels: ``(G, k)`` true labels (or ``(G, k, 4)`` boxes).
         patterns: ``(P, k + r)`` availability masks.
+        task: what F predicts (:mod:`parm.tasks`).
 
     Returns:
-        The tally over ``G * (erased slots)`` predictions per pattern, and the number of patterns.
+        The scores over ``G * (erased slots)`` predictions per pattern (F's own outputs as A_a), and
+        the number of patterns.
     """
-    tally, k = _Tally(), code.spec.k
+    k, dim = code.spec.k, outputs.shape[-1]
+    scores = _Scores(get_task(task), dim)
+    scores.add_available(_flat(outputs), _flat(labels))
     for pattern in patterns:
         available = pattern[None].expand(outputs.shape[0], -1)
         estimate = code.decode(outputs, parity_outputs, available)
         erased = ~pattern[:k]
-        tally.add(estimate[:, erased].reshape(-1, outputs.shape[-1]), labels[:, erased].reshape(-1),
-                  outputs[:, erased].reshape(-1, outputs.shape[-1]))
-    return tally, patterns.shape[0]
+        scores.add(estimate[:, erased].reshape(-1, dim), _flat(labels[:, erased]),
+                   outputs[:, erased].reshape(-1, dim))
+    return scores, patterns.shape[0]
 
 
 @torch.no_grad()
 def evaluate_parity_models(name: str, base: nn.Module, parity_models: Sequence[nn.Module | Callable[..., Any]],
                            code: Code, x: torch.Tensor, y: torch.Tensor, max_patterns: int | None = 64,
-                           seed: int = 0) -> MethodResult:
+                           seed: int = 0, task: str | Task = "classification") -> MethodResult:
     """A_d of a parm code: F answers the originals, ``parity_models[j]`` answers parity j.
 
     Args:
@@ -155,9 +178,10 @@ def evaluate_parity_models(name: str, base: nn.Module, parity_models: Sequence[n
         parity_models: r callables; pass ``[base] * r`` for training-free codes (systematic Berrut).
         code: built with :func:`parm.coding.build_code`.
         x: ``(N, *S)`` normalised test inputs, in grouping order.
-        y: ``(N,)`` labels.
+        y: ``(N,)`` labels (or ``(N, 4)`` boxes).
         max_patterns: cap on erasure patterns (seeded sample beyond it); None for all C(k, r).
         seed: seed of that sample.
+        task: what F predicts (:mod:`parm.tasks`).
     """
     k, r = code.spec.k, code.spec.r
     if len(parity_models) != r:
@@ -167,11 +191,9 @@ def evaluate_parity_models(name: str, base: nn.Module, parity_models: Sequence[n
     labels = group(y, k)
     parities = code.encode(group(x, k))  # (G, r, *P)
     parity_outputs = torch.stack([predict(m, parities[:, j]) for j, m in enumerate(parity_models)], dim=1)
-    tally, n_patterns = evaluate_decoder(code, outputs, parity_outputs, labels,
-                                         erasure_patterns(code.spec, max_patterns, seed))
-    top1, top5, agree = tally.rates()
-    return MethodResult(name, k, r, _available_acc(outputs.flatten(0, 1), labels.flatten()), top1, top5, agree,
-                        tally.count, n_patterns)
+    scores, n_patterns = evaluate_decoder(code, outputs, parity_outputs, labels,
+                                          erasure_patterns(code.spec, max_patterns, seed), task)
+    return MethodResult(name, k, r, patterns=n_patterns, **scores.headline())
 
 
 def straggler_patterns(n: int, stragglers: int, max_patterns: int | None = 64, seed: int = 0) -> torch.Tensor:
@@ -189,36 +211,44 @@ def straggler_patterns(n: int, stragglers: int, max_patterns: int | None = 64, s
 
 @torch.no_grad()
 def evaluate_coded_computation(name: str, base: nn.Module, code: CodedComputation, x: torch.Tensor,
-                               y: torch.Tensor, max_patterns: int | None = 64, seed: int = 0) -> MethodResult:
+                               y: torch.Tensor, max_patterns: int | None = 64, seed: int = 0,
+                               task: str | Task = "classification") -> MethodResult:
     """Accuracy of a code that approximates every prediction (ApproxIFER).
 
     F answers all N coded queries; for each pattern of S lost answers all K outputs are decoded and
     scored (so ``degraded_acc`` is the accuracy of every returned prediction). ``full_acc`` decodes
     with all N answers.
     """
-    k = code.k
+    k, task = code.k, get_task(task)
     outputs = group(predict(base, x), k)
-    labels = group(y, k)
+    labels = _flat(group(y, k))
     coded = code.encode(group(x, k))  # (G, N, *S)
     answers = group(predict(base, coded.flatten(0, 1)), code.n)  # (G, N, C)
-    tally = _Tally()
+    scores, full_scores = _Scores(task, outputs.shape[-1]), _Scores(task, outputs.shape[-1])
+    for s in (scores, full_scores):
+        s.add_available(outputs.flatten(0, 1), labels)
     patterns = straggler_patterns(code.n, code.stragglers, max_patterns, seed)
     for pattern in patterns:
         estimate = code.decode(answers, pattern[None].expand(answers.shape[0], -1))
-        tally.add(estimate.flatten(0, 1), labels.flatten(), outputs.flatten(0, 1))
+        scores.add(estimate.flatten(0, 1), labels, outputs.flatten(0, 1))
     full = code.decode(answers, torch.ones(answers.shape[:2], dtype=torch.bool))
-    top1, top5, agree = tally.rates()
-    return MethodResult(name, k, code.stragglers, _available_acc(outputs.flatten(0, 1), labels.flatten()), top1,
-                        top5, agree, tally.count, patterns.shape[0], approximates_all=True,
-                        full_acc=_available_acc(full.flatten(0, 1), labels.flatten()))
+    full_scores.add(full.flatten(0, 1), labels, outputs.flatten(0, 1))
+    return MethodResult(name, k, code.stragglers, patterns=patterns.shape[0], approximates_all=True,
+                        full_acc=full_scores.headline()["degraded_acc"], **scores.headline())
 
 
 @torch.no_grad()
-def evaluate_default(base: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, default_class: int,
-                     redundancy: int = 1) -> MethodResult:
-    """The default answer: every missing prediction is ``default_class`` (A_d = its share of labels)."""
+def evaluate_default(base: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, default_answer: Any,
+                     redundancy: int = 1, task: str | Task = "classification") -> MethodResult:
+    """The default answer for every missing prediction: a class index (A_d = its share of the labels), or
+    for boxes a box (A_d = the share of true boxes it overlaps with IoU >= 0.75)."""
+    task = get_task(task)
     outputs = group(predict(base, x), k).flatten(0, 1)
-    labels = group(y, k).flatten()
-    a_d = float((labels == default_class).float().mean())
-    return MethodResult("default", k, redundancy, _available_acc(outputs, labels), a_d, None, None,
-                        labels.numel(), 1)
+    labels = _flat(group(y, k))
+    scores = _Scores(task, outputs.shape[-1], default_answer)
+    scores.add_available(outputs, labels)
+    scores.add(outputs, labels, outputs)  # what the default-answer metric counts is the labels alone
+    values = scores.values()
+    default = values[task.degraded_key.replace("degraded", "default")]
+    return MethodResult("default", k, redundancy, scores.headline()["available_acc"], default, None, None,
+                        labels.shape[0], 1, metrics={"default": default})
