@@ -55,7 +55,7 @@ COMMON="data=cifar10 model=resnet18 data_dir=$DATA cache_dir=$WORK/cache $TRAINE
 if [ "$TINY" != "1" ]; then
   stamp "pytest -m gpu"
   # Only the files holding them: quicker, and collecting the rest would import modules the image may lack.
-  timeout 150 $PY -m pytest -q -m gpu tests/test_data.py tests/test_metrics.py tests/test_progress.py \
+  timeout 150 $PY -m pytest -q -m gpu tests/test_data.py tests/test_metrics.py tests/test_progress.py tests/test_bench.py \
     -p no:cacheprovider 2>&1 | tail -15 || stamp "some GPU tests failed (above)"
 fi
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -118,6 +119,29 @@ def test_precomputed_targets_equal_lazy_cache() -> None:
     assert module._cache_complete and module.target_seconds >= 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_precompute_keeps_every_chunk() -> None:
+    """With parity.compile=reduce-overhead, F's chunks come from one CUDA graph replayed; each replay
+    overwrites the last one's output, so the target cache must hold copies, not the graph's memory."""
+    class Data:
+        def split(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, torch.zeros(len(x), dtype=torch.long)
+
+        def normalize(self, t: torch.Tensor) -> torch.Tensor:
+            return t
+
+    device = torch.device("cuda")
+    x = torch.randn(3 * 4096, 6, device=device)  # three full chunks: the same graph replayed
+    base = nn.Linear(6, 4).to(device)
+    module = ParityModule(base, [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,)),
+                          optimizer=functools.partial(torch.optim.Adam), compile="reduce-overhead").to(device)
+    module._trainer = SimpleNamespace(datamodule=Data())  # type: ignore[assignment]
+    module.on_train_start()
+    with torch.no_grad():
+        torch.testing.assert_close(module._target_cache, base(x), rtol=1e-4, atol=1e-4)
+
+
 def test_channels_last_and_compile_paths_run_on_cpu() -> None:
     conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 16, 4))
     code = build_code("sum", "subtraction", CodeSpec(2, 1), (1, 4, 4), (4,))
@@ -171,7 +195,6 @@ def test_compiled_training_matches_eager() -> None:
 
 
 def test_throughput_monitor_leaves_out_warmup_steps() -> None:
-    from types import SimpleNamespace
 
     from parm.lit import ThroughputMonitor
 

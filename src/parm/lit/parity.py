@@ -17,6 +17,7 @@ from parm.tasks import StageMetrics, Task, get_task
 
 _PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes whose compiled calls replay CUDA graphs
 
 
 def compile_mode(value: bool | str | None) -> str | None:
@@ -120,7 +121,12 @@ class ParityModule(LogSteps, pl.LightningModule):
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         """F's outputs ``(N, C)`` in float32 for inputs ``(N, *S)``, without gradients."""
         with torch.no_grad():
-            return self._base_call[0](self._layout(x)).float()
+            out = self._base_call[0](self._layout(x))
+        if self.compile_mode in CUDA_GRAPH_MODES and out.dtype == torch.float32:
+            # A CUDA-graph replay overwrites its previous outputs (the target precompute calls F chunk
+            # after chunk); .float() copies only non-float32 outputs, so copy here.
+            return out.clone()
+        return out.float()
 
     def parity_forward(self, groups: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, k, *S)`` groups and answer each parity: ``(B, r, C)``."""
@@ -185,7 +191,7 @@ class ParityModule(LogSteps, pl.LightningModule):
     # --- steps ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, index = batch[0], batch[2]
-        if self.compile_mode in ("reduce-overhead", "max-autotune"):
+        if self.compile_mode in CUDA_GRAPH_MODES:
             # CUDA-graph trees reuse their output memory on the next replay: a new step starts here.
             torch.compiler.cudagraph_mark_step_begin()
         targets = self._group(self._targets(x, index))  # (B, k, C)
