@@ -30,7 +30,7 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -234,21 +234,38 @@ class PlainLoop:
         loss.backward()
         self.optimizer.step()
 
-    def throughput(self, max_steps: int, warmup_steps: int = 0) -> dict[str, float]:
-        """Rates over ``max_steps`` steps after ``warmup_steps`` untimed ones."""
-        steps, started = 0, time.perf_counter()
-        while steps < warmup_steps + max_steps:
+    def _batches(self) -> Iterator[torch.Tensor]:
+        """Sample indices of every full batch of a fresh permutation per epoch, epoch after epoch."""
+        while True:
             order = torch.randperm(len(self.x), device=self.device, generator=self.generator)
             for start in range(0, len(order) - self.batch + 1, self.batch):
-                self.step(order[start:start + self.batch])
-                steps += 1
-                if steps == warmup_steps:
-                    sync(self.device)
-                    started = time.perf_counter()
-                if steps >= warmup_steps + max_steps:
-                    break
+                yield order[start:start + self.batch]
+
+    def throughput(self, max_steps: int, warmup_steps: int = 0) -> dict[str, float]:
+        """Rates over ``max_steps`` steps after ``warmup_steps`` untimed ones."""
+        started = time.perf_counter()
+        for steps, index in enumerate(self._batches(), start=1):
+            self.step(index)
+            if steps == warmup_steps:
+                sync(self.device)
+                started = time.perf_counter()
+            if steps >= warmup_steps + max_steps:
+                break
         sync(self.device)
         return _rates(max_steps * self.batch, time.perf_counter() - started, self.k)
+
+    def time_to_accuracy(self, clock: Clock, datamodule: TensorDataModule, eval_every: int) -> dict[str, Any]:
+        """Training seconds until test A_d reaches the clock's target (constant lr: no schedule here)."""
+        module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
+                              default_answer=int(datamodule.train_label_counts.argmax()),
+                              channels_last=self.channels_last).to(self.device)
+        clock.start()
+        for steps, index in enumerate(self._batches(), start=1):
+            self.step(index)
+            if steps % eval_every == 0 and clock.checkpoint(lambda: evaluate(module, datamodule, self.device),
+                                                            self.device):
+                return clock.result()
+        raise AssertionError("unreachable: the batches never end")
 
 
 # ---- parm's own loop -------------------------------------------------------------------------------------
@@ -377,6 +394,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = None
     for repeat in range(args.repeats):  # alternate the contenders; keep each one's best
         fresh = fresh_parts(cfg, datamodule, model_spec, out_dir)  # untrained F_P, same init as parm's
+        if not getattr(fresh.code.decoder, "unit_sum", False):
+            raise SystemExit(f"bench_train compares parm with the reference algorithm, MSE(F_P(P), sum of F's "
+                             f"outputs): a code with r=1, a plain-sum parity (sum or concat) and the subtraction "
+                             f"decoder. Got {fresh.code!r}; time other codes with train.py (summary.json's timing).")
         parts, parm_rates = parm_fit(cfg, datamodule, model_spec, out_dir / f"parm{repeat}", args.epochs,
                                      warmup_steps=warmup)
         timed_steps = train_steps * args.epochs - warmup  # as many as parm's timed steps
@@ -405,6 +426,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         parm_fit(cfg, datamodule, model_spec, out_dir / "tta", 10_000,
                  [TimeToAccuracy(clock, datamodule, args.eval_every)])
         tta["parm"] = clock.result()
+        if not args.skip_plain_tta:
+            tta["plain"] = PlainLoop(fresh, datamodule, cfg, device, cfg.seed).time_to_accuracy(
+                Clock(args.target, args.budget), datamodule, args.eval_every)
         if not args.skip_reference_tta:
             reference = ReferenceLoop(fresh, datamodule, args.groups_per_batch, device, cfg.seed)
             tta["reference"] = reference.time_to_accuracy(Clock(args.target, args.budget), datamodule,
@@ -456,6 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=60.0, help="training seconds before giving up on it")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between A_d evaluations")
     parser.add_argument("--skip-reference-tta", action="store_true")
+    parser.add_argument("--skip-plain-tta", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)

@@ -37,7 +37,7 @@ def test_bench_train_writes_table_and_json(tmp_path: Path, tiny_data_dir: Path, 
     assert set(report["throughput"]) == {"parm", "plain", "reference", "speed_of_light"}
     assert all(r["groups_per_second"] > 0 for r in report["throughput"].values())
     assert report["setup"]["cache_targets"] is True
-    assert set(report["time_to_accuracy"]) == {"parm", "reference"}
+    assert set(report["time_to_accuracy"]) == {"parm", "plain", "reference"}
     assert report["time_to_accuracy"]["parm"]["trace"], "A_d was evaluated at least once"
     assert "speed_of_light" in capsys.readouterr().out
 
@@ -62,6 +62,13 @@ def test_plain_loop_loss_is_parms_training_loss(tmp_path: Path, tiny_data_dir: P
     module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
     parm_loss = module.training_step((datamodule.normalize(x[index]), y[index], index), 0)
     torch.testing.assert_close(plain.loss(index), parm_loss)
+
+
+def test_bench_refuses_codes_the_reference_algorithm_does_not_cover(tmp_path: Path, tiny_data_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="r=1, a plain-sum parity"):
+        bench_train.main(["--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
+                          "--work-dir", str(tmp_path / "work"), "--target", "0", "--k", "3", "--set", *TINY_SET,
+                          "r=2"])
 
 
 def test_reference_dataset_normalises_like_the_datamodule(tmp_path: Path, tiny_data_dir: Path) -> None:
