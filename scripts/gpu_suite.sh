@@ -41,7 +41,7 @@ if [ "$TINY" = "1" ]; then
 else
   # 1,000 of the subset's 12,540 training images validate (best checkpoint); the test split is its 5,000.
   DATA=${PARM_GPU_DATA:-gpu_data}; SCALE=1.0; TRAINER="trainer=gpu data.val_size=1000"; BASE_EPOCHS=15; EPOCHS=5; BASE_BATCH=512
-  BENCH="--repeats 2 --epochs 2 --budget 160 --eval-every 50"; GPB_FAST=512; REF_TTA=""
+  BENCH="--repeats 2 --epochs 2 --budget 150 --eval-every 50"; GPB_FAST=512; REF_TTA=""
   # 512 groups/batch leaves 12 steps per epoch: 10 epochs per throughput figure keep start-up costs small.
   BENCH_FAST="--repeats 2 --epochs 10 --budget 60 --eval-every 50"; GRAPHS=${PARM_SUITE_GRAPHS:-1}
 fi
@@ -70,7 +70,7 @@ BASE=$WORK/base/base.pt
 BSET="$COMMON base.ckpt=$BASE"
 stamp "bench_train: 64 groups/batch vs the reference loop"
 $PY scripts/bench_train.py --data cifar10 --model resnet18 --k 2 --encoder concat --groups-per-batch 64 \
-  --target 0.52 $BENCH $REF_TTA --work-dir $WORK/bench64 --out "$OUT/bench_b64.json" --set $BSET
+  --target 0.52 $BENCH $REF_TTA --skip-plain-tta --work-dir $WORK/bench64 --out "$OUT/bench_b64.json" --set $BSET
 for targets in true false; do
   stamp "bench_train: fast path, $GPB_FAST groups/batch, cache_targets=$targets"
   $PY scripts/bench_train.py --data cifar10 --model resnet18 --k 2 --encoder concat --groups-per-batch $GPB_FAST \
