@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}. Use stage=base or stage=parity.")
     started = time.perf_counter()
+    _silence_false_alarms()
     pl.seed_everything(cfg.seed, workers=True)
     threads = OmegaConf.select(cfg, "threads", default=None)
     if threads:
@@ -96,6 +97,14 @@ def _model_spec(node: DictConfig, input_shape: tuple[int, ...], num_classes: int
     spec = OmegaConf.to_container(node, resolve=True)
     assert isinstance(spec, dict)
     return {str(key): value for key, value in spec.items()}
+
+
+def _silence_false_alarms() -> None:
+    """Warnings that say nothing about the user's run, matched by their text so that others still show."""
+    # F is frozen in eval mode on purpose (ParityModule.train keeps it there).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # Lightning's own use of a torch pytree API that torch 2.13 deprecates; nothing a user can change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any) -> pl.Trainer:
@@ -335,9 +344,6 @@ def scaled_lr(cfg: DictConfig) -> float:
 def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
                  out_dir: Path) -> dict[str, Any]:
     """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``."""
-    # F is frozen in eval mode on purpose (ParityModule.train keeps it there): Lightning's warning about
-    # modules in eval mode at the start of training would only alarm users.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     parts = build_parity(cfg, datamodule, model_spec, out_dir)
     code, spec = parts.code, parts.code.spec
     trainer = make_trainer(cfg, out_dir, monitor=f"val/{parts.module.task.parity_monitor}")
