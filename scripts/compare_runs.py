@@ -93,7 +93,9 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
     panels: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r["stage"] == "parity" and r["k"] is not None and not math.isnan(r["degraded_acc"]):
-            panels[(r["dataset"], r["model"])][str(r["encoder"])].append((r["k"], r["degraded_acc"]))
+            # One line per encoder and per combination of the other settings a sweep varied (not k).
+            line = f"{r['encoder']} {r['varies']}".strip()
+            panels[(r["dataset"], r["model"])][line].append((r["k"], r["degraded_acc"]))
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
         for ax, ((dataset, model), lines) in zip(axes[0], sorted(panels.items()), strict=True):
@@ -101,7 +103,7 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
                 ks, values = zip(*sorted(points), strict=True)
                 ax.plot(ks, values, marker="o", label=encoder)
             ax.set(title=f"{dataset} {model}", xlabel="k", ylabel="A_d (top-1)")
-            ax.legend()
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15))  # below: labels can be long
         names.append(_save(fig, out / "degraded_vs_k.png"))
     curves = [run for run in runs if run.overall]
     if curves:
@@ -128,7 +130,7 @@ def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]
 
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
     import matplotlib.pyplot as plt
 
     plt.close(fig)
