@@ -46,8 +46,15 @@ else
   BENCH_FAST="--repeats 2 --epochs 10 --budget 60 --eval-every 50"; GRAPHS=${PARM_SUITE_GRAPHS:-1}
 fi
 if [ ! -f "$DATA/cifar10_test.npz" ]; then
+  SRC=${PARM_SHARED_DATA:-../shared/data}
+  if [ ! -f "$SRC/cifar10_gpu_subset_index.npz" ]; then
+    echo "gpu_suite: no CIFAR-10 subset in $DATA and no shared data in $SRC to build it from. On the machine" \
+         "that has ../shared/data run: python scripts/make_gpu_subset.py --src ../shared/data --dst gpu_data," \
+         "then call the device with carry=[\"gpu_data\", \".whl\"]." >&2
+    exit 2
+  fi
   stamp "building the CIFAR-10 GPU subset into $DATA"
-  $PY scripts/make_gpu_subset.py --src "${PARM_SHARED_DATA:-../shared/data}" --dst "$DATA" --scale $SCALE
+  $PY scripts/make_gpu_subset.py --src "$SRC" --dst "$DATA" --scale $SCALE
 fi
 COMMON="data=cifar10 model=resnet18 data_dir=$DATA cache_dir=$WORK/cache $TRAINER"
 
