@@ -76,7 +76,8 @@ def test_runs_errors_say_what_to_point_at(tmp_path: Path) -> None:
 
 def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_dir: Path) -> None:
     report = tmp_path / "accuracy.md"
-    _, failed = reproduce.main(["--profile", "quick", "--only", "mnist mlp k=2", "--epochs", "1", "--scale", "0.1",
+    _, failed = reproduce.main(["--profile", "quick", "--only", "mnist mlp k=2", "mnist mlp k=4", "--epochs", "1",
+                                "--scale", "0.1",
                                 "--data-dir", str(tiny_data_dir), "--cache-dir", str(tmp_path / "cache"),
                                 "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--set",
                                 "trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8",
@@ -84,10 +85,11 @@ def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_d
     text = report.read_text()
     assert failed == 0 and "## Not run" not in text
     assert "| mnist mlp k=2 sum | 1 | 64 |" in text and "| mnist mlp k=2 concat | 1 | 64 |" in text
+    assert "| mnist mlp k=4 concat | 1 | 32 |" in text, "the reference's 32 groups per batch above k = 2"
     assert "0.886" in text, "the reference code's figure sits beside ours"
     assert json.loads(report.with_suffix(".json").read_text())["mnist mlp k=2 sum"]["test"]["degraded_acc"] >= 0
     records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
-    assert len(records) == 2
+    assert len(records) == 3
 
 
 def test_reproduce_full_runs_speech_from_its_experiment_and_reports_missing_data(tmp_path: Path,
