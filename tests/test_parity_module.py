@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from parm.coding import CodeSpec, build_code
@@ -87,3 +88,27 @@ def test_wrong_number_of_parity_models_and_bad_loss() -> None:
         ParityModule(nn.Linear(6, 3), [nn.Linear(6, 3)], code, optimizer=opt)
     with pytest.raises(ValueError, match="loss must be one of"):
         ParityModule(nn.Linear(6, 3), [nn.Linear(6, 3)] * 2, code, optimizer=opt, loss="l1")
+
+
+@pytest.mark.parametrize("encoder", ["sum", "concat"])
+def test_residual_loss_equals_the_erased_slot_loss(encoder: str) -> None:
+    """The shortcut for plain-sum parities scores what the general path scores, for any erased slot."""
+    torch.manual_seed(0)
+    code = build_code(encoder, "subtraction", CodeSpec(3, 1), (1, 6, 6), (4,))
+    base, parity = nn.Sequential(nn.Flatten(), nn.Linear(36, 4)), nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+    module = ParityModule(base, [parity], code, optimizer=functools.partial(torch.optim.Adam))
+    assert module.residual_loss
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
+    x = torch.randn(12, 1, 6, 6)
+    shortcut = module.training_step((x, torch.zeros(12, dtype=torch.long), torch.arange(12)), 0)
+    targets, parities = module.base_forward(x).view(4, 3, 4), module.parity_forward(x.view(4, 3, 1, 6, 6))
+    for slot in range(3):
+        available = torch.ones(4, 4, dtype=torch.bool)
+        available[:, slot] = False
+        erased = torch.full((4, 1), slot)
+        estimate, truth = module._erased_pairs(targets, parities, available, erased)
+        torch.testing.assert_close(F.mse_loss(estimate, truth), shortcut)
+    kl = ParityModule(base, [parity], code, optimizer=functools.partial(torch.optim.Adam), loss="kl")
+    assert not kl.residual_loss, "KL scores the decoded slot's softmax: no shortcut"
+    r2 = build_code(encoder, "subtraction", CodeSpec(3, 2), (1, 6, 6), (4,))
+    assert not ParityModule(base, [parity, parity], r2, optimizer=functools.partial(torch.optim.Adam)).residual_loss

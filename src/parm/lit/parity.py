@@ -35,8 +35,10 @@ class ParityModule(LogSteps, pl.LightningModule):
     """Coding groups -> encode -> F_P -> decode, trained on the reconstructions of erased slots.
 
     Each step erases r random data slots per group and scores their reconstructions against F's
-    outputs. With the subtraction decoder and r = 1 this is exactly the reference objective
-    ``MSE(F_P(P), sum_i F(X_i))``; with learned coders it trains encoder, F_P and decoder jointly.
+    outputs. With the subtraction decoder on a plain-sum parity (r = 1) every slot's reconstruction
+    error is the same, so the MSE is computed directly as the reference objective
+    ``MSE(F_P(P), sum_i F(X_i))`` (:attr:`residual_loss`); with learned coders it trains encoder, F_P
+    and decoder jointly.
 
     Args:
         base_model: F, frozen, ``(N, *input_shape) -> (N, C)`` (logits, or boxes with C = 4).
@@ -91,6 +93,9 @@ class ParityModule(LogSteps, pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.loss_name = loss
+        # Every erased slot's MSE equals the parity residual's for this code (see training_step): no erasures
+        # to draw, nothing to decode. Other losses (KL) and codes score the decoded slot itself.
+        self.residual_loss = loss == "mse" and bool(getattr(code.decoder, "unit_sum", False))
         self.cache_targets = cache_targets
         self.register_buffer("eval_patterns", erasure_patterns(code.spec, max_eval_patterns), persistent=False)
         self._target_cache: torch.Tensor | None = None
@@ -197,8 +202,13 @@ class ParityModule(LogSteps, pl.LightningModule):
         targets = self._group(self._targets(x, index))  # (B, k, C)
         groups = self._group(x)
         parities = self.parity_forward(groups)  # (B, r, C)
-        available, erased = sample_erasures(self.spec, groups.shape[0], device=x.device)
-        estimate, target = self._erased_pairs(targets, parities, available, erased)
+        if self.residual_loss:
+            # Plain-sum parity, subtraction decoder: whichever slot j is erased, its reconstruction error is
+            # F_P(P) - sum_i F(X_i), so the MSE on it is the reference's MSE(F_P(P), sum_i F(X_i)) exactly.
+            estimate, target = parities[:, 0].float(), targets.sum(dim=1)
+        else:
+            available, erased = sample_erasures(self.spec, groups.shape[0], device=x.device)
+            estimate, target = self._erased_pairs(targets, parities, available, erased)
         loss = self._loss(estimate, target)
         # Checking and showing the loss read it on the host (a sync on GPUs): only on logging steps. The
         # logged tensor stays off the progress bar, which Lightning would read every step (parm.lit.progress).
