@@ -9,7 +9,8 @@
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1
 #   python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3     # published as an sdist only
 #   (what the GPU image lacks; see /work/.library/device/README.md)
-# Device call:  run(command="bash scripts/gpu_suite.sh", carry=["gpu_data", ".whl"], timeout_s=600)
+# Device call:  run(command="bash scripts/gpu_suite.sh", carry=["gpu_data", ".whl"], timeout_s=600); then, here,
+#   python scripts/gpu_report.py <files_at>   writes docs/results/gpu_<date>.md (targets met or missed).
 # CPU smoke test at tiny sizes:  PARM_SUITE_TINY=1 OUT=/tmp/suite bash scripts/gpu_suite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,14 +108,5 @@ else
   stamp "skipping the CUDA-graph row (PARM_SUITE_GRAPHS=$GRAPHS, ${SECONDS}s elapsed)"
 fi
 
-# ---- the table, last.
-$PY - "$OUT" <<'PY'
-import json, sys
-from pathlib import Path
-sys.path.insert(0, "scripts")
-from bench_train import format_table
-out = Path(sys.argv[1])
-for path in sorted(out.glob("bench_*.json")):
-    print(format_table(json.loads(path.read_text())))
-print((out / "accuracy_gpu.md").read_text().split("## Published")[0])
-PY
+# ---- the table, last (the same page scripts/gpu_report.py writes into docs/results/ afterwards).
+$PY scripts/gpu_report.py "$OUT" --stdout

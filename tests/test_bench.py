@@ -242,3 +242,39 @@ def test_gpu_suite_runs_at_tiny_size_on_cpu(tmp_path: Path) -> None:
     assert {"bench_b64.json", "bench_fast_cache_true.json", "bench_fast_cache_false.json",
             "accuracy_gpu.md", "suite.log"} <= names
     assert "| cifar10 resnet18 k=2 concat |" in done.stdout.splitlines()[-1] or "cifar10 resnet18" in done.stdout
+
+
+def _bench_report(date: str, parm: float, reference: float, tta: dict[str, object]) -> dict[str, object]:
+    rates = {name: {"groups_per_second": g, "images_per_second": 2 * g, "seconds": 1.0}
+             for name, g in (("parm", parm), ("plain", parm * 1.05), ("reference", reference))}
+    return {"date": date, "hardware": "NVIDIA H200", "device": "cuda", "torch": "2.11",
+            "setup": {"data": "cifar10", "model": "resnet18", "k": 2, "encoder": "concat", "groups_per_batch": 512,
+                      "precision": "bf16-mixed", "cache_targets": True, "compile": None},
+            "throughput": rates, "ratios": {}, "time_to_accuracy": tta}
+
+
+def test_gpu_report_checks_the_issue_targets_and_records_the_run(tmp_path: Path) -> None:
+    import gpu_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "hardware.txt").write_text("torch 2.11 cuda True NVIDIA H200")
+    reference_tta = {"target": 0.52, "seconds": None, "trace": [[150.0, 0.515]], "final_degraded_acc": 0.515}
+    parm_tta = {"target": 0.58, "seconds": 6.0, "trace": [[2.0, 0.40], [4.5, 0.53], [6.0, 0.59]],
+                "final_degraded_acc": 0.59}
+    reports = {"bench_b64": _bench_report("2027-01-02T10:00:00+00:00", 9_000, 2_000, {"reference": reference_tta}),
+               "bench_fast_cache_true": _bench_report("2027-01-02T10:03:00+00:00", 36_000, 2_000, {"parm": parm_tta}),
+               "bench_fast_cache_false": _bench_report("2027-01-02T10:04:00+00:00", 26_000, 2_000, {})}
+    for name, report in reports.items():
+        (out / f"{name}.json").write_text(json.dumps(report))
+    page = gpu_report.main([str(out), "--results", str(tmp_path / "results")])
+    assert page is not None and page.name == "gpu_2027-01-02.md"
+    text = page.read_text()
+    assert "parm, cached targets, groups/s: 36,000.0 (target ≥ 35,000.0): met" in text
+    assert "parm, targets on the fly, groups/s: 26,000.0 (target ≥ 27,000.0): missed" in text
+    assert "reference's final A_d 0.515: 4.5 s (target ≤ 5.0 s): met" in text
+    assert "NVIDIA H200" in text and (tmp_path / "results" / "gpu_2027-01-02_bench_b64.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no bench_"):
+        gpu_report.main([str(empty), "--stdout"])
