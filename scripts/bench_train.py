@@ -19,253 +19,34 @@ excluded) until test A_d reaches ``--target``, for parm and the reference.
     PARM_DATA_DIR=../shared/data python scripts/bench_train.py --out outputs/bench.json
     python scripts/bench_train.py --data cifar10 --model resnet18 --set trainer=gpu --out $OUT/bench.json
 
-Prints a table, writes JSON (``--out``). Extra Hydra overrides for the config go after ``--set``.
+Prints a table, writes JSON (``--out``). Extra Hydra overrides for the config go after ``--set``. The
+contenders other than parm live in ``bench_loops.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
-from torch import nn
 
+from bench_loops import Clock, PlainLoop, ReferenceLoop, evaluate, rates_of, speed_of_light
 from parm import pipeline
-from parm.data import transforms
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-# ---- shared pieces ---------------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def evaluate(module: ParityModule, datamodule: TensorDataModule, device: torch.device) -> dict[str, float]:
-    """Test-set metrics of ``module`` (A_a, A_d, agreement, ...), through its own ``test_step``."""
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        for i, (x, y, index) in enumerate(datamodule.test_dataloader()):
-            x, y = x.to(device), y.to(device)
-            module.test_step((datamodule.normalize(x), y, index), i)
-    values = module.test_metrics.compute()
-    module.test_metrics.reset()
-    module.train(was_training)
-    return values
-
-
-class Clock:
-    """Training seconds with evaluation pauses taken out, and the A_d trace at each evaluation."""
-
-    def __init__(self, target: float, budget: float) -> None:
-        self.target, self.budget = target, budget
-        self.elapsed, self.started = 0.0, 0.0
-        self.trace: list[tuple[float, float]] = []
-        self.reached: float | None = None
-
-    def start(self) -> None:
-        self.started = time.perf_counter()
-
-    def checkpoint(self, evaluate_fn: Any, device: torch.device) -> bool:
-        """Stop the clock, evaluate, restart it; True when the target is met or the budget spent."""
-        sync(device)
-        self.elapsed += time.perf_counter() - self.started
-        a_d = float(evaluate_fn()["degraded_acc"])
-        self.trace.append((round(self.elapsed, 3), round(a_d, 4)))
-        if self.reached is None and a_d >= self.target:
-            self.reached = self.elapsed
-        self.start()
-        return self.reached is not None or self.elapsed >= self.budget
-
-    def result(self) -> dict[str, Any]:
-        return {"target": self.target, "seconds": self.reached, "trace": self.trace,
-                "final_degraded_acc": self.trace[-1][1] if self.trace else None}
-
-
-# ---- the reference loop ----------------------------------------------------------------------------------
-
-
-class PerSampleDataset(torch.utils.data.Dataset):
-    """The reference's input path: one uint8 sample at a time to a normalised float tensor."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
-        # Stored as the files hold them: (N, H, W) grey or (N, H, W, C) colour uint8.
-        x = x.cpu()
-        self.x = (x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)).numpy()
-        self.y = y.cpu().numpy()
-        self.mean, self.std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        # torchvision's MNIST/CIFAR10 datasets hand out PIL images; ToTensor() turns each back into a
-        # (C, H, W) float tensor in [0, 1], Normalize() standardises it: done here without torchvision.
-        image = Image.fromarray(self.x[i])
-        x = torch.from_numpy(np.array(image, copy=True)).view(image.size[1], image.size[0], -1)
-        x = x.permute(2, 0, 1).contiguous().float().div(255.0)
-        return (x - self.mean) / self.std, int(self.y[i])
-
-
-class ReferenceLoop:
-    """The reference algorithm: encode, F_P(P), MSE to sum_i F(X_i) with F run on every batch."""
-
-    def __init__(self, parts: pipeline.ParityParts, datamodule: TensorDataModule, groups_per_batch: int,
-                 device: torch.device, seed: int) -> None:
-        self.device, self.k = device, parts.code.spec.k
-        self.base = copy.deepcopy(parts.module.base_model).to(device).eval()
-        self.code = copy.deepcopy(parts.code).to(device)
-        self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
-        self.optimizer = torch.optim.Adam(self.parity.parameters(), lr=1e-3, weight_decay=1e-5)
-        x, y = datamodule.split("train")
-        dataset = PerSampleDataset(x, y, datamodule.mean, datamodule.std)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=groups_per_batch * self.k, shuffle=True,
-                                                  drop_last=True, generator=torch.Generator().manual_seed(seed))
-        self.module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
-                                   default_answer=int(datamodule.train_label_counts.argmax())).to(device)
-
-    def step(self, x: torch.Tensor) -> None:
-        x = x.to(self.device)
-        groups = x.view(-1, self.k, *x.shape[1:])
-        with torch.no_grad():
-            target = self.base(x).view(groups.shape[0], self.k, -1).sum(1)
-        loss = F.mse_loss(self.parity(self.code.encode(groups)[:, 0]), target)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-
-    def throughput(self, max_steps: int) -> dict[str, float]:
-        steps, started = 0, time.perf_counter()
-        while steps < max_steps:
-            for x, _ in self.loader:
-                self.step(x)
-                steps += 1
-                if steps >= max_steps:
-                    break
-        sync(self.device)
-        return _rates(steps * self.loader.batch_size, time.perf_counter() - started, self.k)
-
-    def time_to_accuracy(self, clock: Clock, datamodule: TensorDataModule, eval_every: int) -> dict[str, Any]:
-        clock.start()
-        steps = 0
-        while True:
-            for x, _ in self.loader:
-                self.step(x)
-                steps += 1
-                if steps % eval_every == 0 and clock.checkpoint(
-                        lambda: evaluate(self.module, datamodule, self.device), self.device):
-                    return clock.result()
-
-
-# ---- the plain fast loop ---------------------------------------------------------------------------------
-
-
-class PlainLoop:
-    """parm's training algorithm without Lightning (the issue's "plain loop"), same init and settings.
-
-    For r = 1 with the subtraction decoder, parm's loss on one erased slot equals
-    ``MSE(F_P(P), sum_i F(X_i))``, which this loop computes directly.
-    """
-
-    def __init__(self, parts: pipeline.ParityParts, datamodule: TensorDataModule, cfg: DictConfig,
-                 device: torch.device, seed: int) -> None:
-        module = parts.module
-        self.device, self.k = device, parts.code.spec.k
-        self.base = copy.deepcopy(module.base_model).to(device).eval()
-        self.code = copy.deepcopy(parts.code).to(device)
-        self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
-        self.channels_last = module.channels_last
-        self.optimizer = module.optimizer_factory(self.parity.parameters())
-        self.bf16 = str(cfg.trainer.precision).startswith("bf16")
-        self.datamodule, self.augment = datamodule, datamodule.augment
-        x, _ = datamodule.split("train")
-        self.x = x.to(device)
-        self.batch = datamodule.groups_per_batch * self.k
-        self.generator = torch.Generator(device).manual_seed(seed)
-        self.cache: torch.Tensor | None = None
-        if module.cache_targets:
-            with torch.no_grad():
-                self.cache = torch.cat([self._base(datamodule.normalize(chunk)) for chunk in self.x.split(4096)])
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
-
-    def _base(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.base(self._layout(x)).float()
-
-    def loss(self, index: torch.Tensor) -> torch.Tensor:
-        """The training loss on the samples ``index`` of the training split (consecutive k form a group)."""
-        x = self.x[index]
-        if self.augment:
-            x = transforms.augment(x, generator=self.generator)
-        x = self.datamodule.normalize(x)
-        outputs = self.cache[index] if self.cache is not None else self._base(x)
-        target = outputs.view(-1, self.k, outputs.shape[-1]).sum(1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            parity = self.code.encode(x.view(-1, self.k, *x.shape[1:]))[:, 0]
-            return F.mse_loss(self.parity(self._layout(parity)).float(), target)
-
-    def step(self, index: torch.Tensor) -> None:
-        loss = self.loss(index)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    def _batches(self) -> Iterator[torch.Tensor]:
-        """Sample indices of every full batch of a fresh permutation per epoch, epoch after epoch."""
-        while True:
-            order = torch.randperm(len(self.x), device=self.device, generator=self.generator)
-            for start in range(0, len(order) - self.batch + 1, self.batch):
-                yield order[start:start + self.batch]
-
-    def throughput(self, max_steps: int, warmup_steps: int = 0) -> dict[str, float]:
-        """Rates over ``max_steps`` steps after ``warmup_steps`` untimed ones."""
-        started = time.perf_counter()
-        for steps, index in enumerate(self._batches(), start=1):
-            self.step(index)
-            if steps == warmup_steps:
-                sync(self.device)
-                started = time.perf_counter()
-            if steps >= warmup_steps + max_steps:
-                break
-        sync(self.device)
-        return _rates(max_steps * self.batch, time.perf_counter() - started, self.k)
-
-    def time_to_accuracy(self, clock: Clock, datamodule: TensorDataModule, eval_every: int) -> dict[str, Any]:
-        """Training seconds until test A_d reaches the clock's target (constant lr: no schedule here)."""
-        module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
-                              default_answer=int(datamodule.train_label_counts.argmax()),
-                              channels_last=self.channels_last).to(self.device)
-        clock.start()
-        for steps, index in enumerate(self._batches(), start=1):
-            self.step(index)
-            if steps % eval_every == 0 and clock.checkpoint(lambda: evaluate(module, datamodule, self.device),
-                                                            self.device):
-                return clock.result()
-        raise AssertionError("unreachable: the batches never end")
 
 
 # ---- parm's own loop -------------------------------------------------------------------------------------
@@ -314,47 +95,9 @@ def parm_fit(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str
     monitor = pipeline._throughput(trainer)
     monitor.warmup_steps = warmup_steps
     trainer.fit(parts.module, datamodule=datamodule)
-    rates = _rates(monitor.samples, monitor.seconds, parts.code.spec.k)
+    rates = rates_of(monitor.samples, monitor.seconds, parts.code.spec.k)
     rates["target_precompute_seconds"] = parts.module.target_seconds
     return parts, rates
-
-
-# ---- speed of light ---------------------------------------------------------------------------------------
-
-
-def speed_of_light(parity: nn.Module, shape: tuple[int, ...], groups: int, k: int, device: torch.device,
-                   steps: int, fast: bool) -> dict[str, float]:
-    """F_P forward + backward + Adam step on random parity queries ``(groups, *shape)``."""
-    model = copy.deepcopy(parity).to(device).train()
-    x = torch.randn(groups, *shape, device=device)
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
-    with torch.no_grad():
-        target = torch.randn_like(model(x).float())
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
-
-    def step() -> None:
-        with autocast:
-            loss = F.mse_loss(model(x).float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(min(10, steps)):
-        step()
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return _rates(steps * groups * k, time.perf_counter() - started, k)
-
-
-def _rates(samples: int, seconds: float, k: int) -> dict[str, float]:
-    seconds = max(seconds, 1e-9)
-    return {"seconds": seconds, "images_per_second": samples / seconds, "groups_per_second": samples / k / seconds}
 
 
 # ---- driver ------------------------------------------------------------------------------------------------
@@ -378,70 +121,94 @@ def hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
 
 
+class Bench:
+    """One benchmark setup: the config, data, F's spec and device every contender shares."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
+        self.args = args
+        self.out_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="parm-bench-"))
+        self.cfg = compose_config(args, self.out_dir)
+        pl.seed_everything(self.cfg.seed, workers=True)
+        self.datamodule: TensorDataModule = instantiate(self.cfg.data)
+        self.datamodule.setup("fit")
+        self.model_spec = pipeline._model_spec(self.cfg.model, self.datamodule.input_shape,
+                                               self.datamodule.num_classes)
+        use_cuda = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.train_steps = len(self.datamodule.train_dataloader())
+        self.reference_steps = args.steps or self.train_steps
+        self.warmup = min(args.warmup_steps, self.train_steps * args.epochs - 1)  # at least one timed step
+
+    def fresh(self) -> pipeline.ParityParts:
+        """F, the code and an untrained F_P, initialised as parm's fit initialises them."""
+        return fresh_parts(self.cfg, self.datamodule, self.model_spec, self.out_dir)
+
+    def throughput(self) -> tuple[dict[str, Any], pipeline.ParityParts]:
+        """Best rates of each contender over ``--repeats`` alternated rounds, and parm's last fit."""
+        args, cfg, device = self.args, self.cfg, self.device
+        results: dict[str, Any] = {"speed_of_light": {}, "reference": {}, "plain": {}, "parm": {}}
+        timed_steps = self.train_steps * args.epochs - self.warmup  # as many as parm's timed steps
+        sol_steps = min(self.reference_steps, 300)
+        parts = None
+        for repeat in range(args.repeats):  # alternate the contenders; keep each one's best
+            fresh = self.fresh()  # untrained F_P, same init as parm's
+            parts, parm_rates = parm_fit(cfg, self.datamodule, self.model_spec, self.out_dir / f"parm{repeat}",
+                                         args.epochs, warmup_steps=self.warmup)
+            shape = tuple(parts.code.encoder.parity_shape)
+            contenders = {
+                "parm": parm_rates,
+                "plain": PlainLoop(fresh, self.datamodule, cfg, device, cfg.seed).throughput(timed_steps, self.warmup),
+                "reference": ReferenceLoop(fresh, self.datamodule, args.groups_per_batch, device,
+                                           cfg.seed).throughput(self.reference_steps),
+            }
+            for name, fast in (("speed_of_light", False), ("speed_of_light_bf16_channels_last", True)):
+                if not fast or device.type == "cuda":
+                    contenders[name] = speed_of_light(fresh.parity_models[0], shape, args.groups_per_batch, args.k,
+                                                      device, sol_steps, fast=fast)
+            for name, measured in contenders.items():
+                if measured["groups_per_second"] > results.get(name, {}).get("groups_per_second", 0):
+                    results[name] = measured
+        assert parts is not None
+        return results, parts
+
+    def time_to_accuracy(self) -> dict[str, Any]:
+        """Training seconds until test A_d reaches ``--target``: parm, then the plain and reference loops."""
+        args, cfg = self.args, self.cfg
+        fresh, clock = self.fresh(), Clock(args.target, args.budget)
+        parm_fit(cfg, self.datamodule, self.model_spec, self.out_dir / "tta", 10_000,
+                 [TimeToAccuracy(clock, self.datamodule, args.eval_every)])
+        tta = {"parm": clock.result()}
+        if not args.skip_plain_tta:
+            tta["plain"] = PlainLoop(fresh, self.datamodule, cfg, self.device, cfg.seed).time_to_accuracy(
+                Clock(args.target, args.budget), self.datamodule, args.eval_every)
+        if not args.skip_reference_tta:
+            reference = ReferenceLoop(fresh, self.datamodule, args.groups_per_batch, self.device, cfg.seed)
+            tta["reference"] = reference.time_to_accuracy(Clock(args.target, args.budget), self.datamodule,
+                                                          args.eval_every)
+        return tta
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    out_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="parm-bench-"))
-    cfg = compose_config(args, out_dir)
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule: TensorDataModule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    model_spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
-    train_steps = len(datamodule.train_dataloader())
-    steps = args.steps or train_steps
-    warmup = min(args.warmup_steps, train_steps * args.epochs - 1)  # leave at least one timed step
-    results: dict[str, Any] = {"speed_of_light": {}, "reference": {}, "plain": {}, "parm": {}}
-    parts = None
-    for repeat in range(args.repeats):  # alternate the contenders; keep each one's best
-        fresh = fresh_parts(cfg, datamodule, model_spec, out_dir)  # untrained F_P, same init as parm's
-        if not getattr(fresh.code.decoder, "unit_sum", False):
-            raise SystemExit(f"bench_train compares parm with the reference algorithm, MSE(F_P(P), sum of F's "
-                             f"outputs): a code with r=1, a plain-sum parity (sum or concat) and the subtraction "
-                             f"decoder. Got {fresh.code!r}; time other codes with train.py (summary.json's timing).")
-        parts, parm_rates = parm_fit(cfg, datamodule, model_spec, out_dir / f"parm{repeat}", args.epochs,
-                                     warmup_steps=warmup)
-        timed_steps = train_steps * args.epochs - warmup  # as many as parm's timed steps
-        reference = ReferenceLoop(fresh, datamodule, args.groups_per_batch, device, cfg.seed)
-        contenders = {
-            "parm": parm_rates,
-            "plain": PlainLoop(fresh, datamodule, cfg, device, cfg.seed).throughput(timed_steps, warmup),
-            "reference": reference.throughput(steps),
-            "speed_of_light": speed_of_light(fresh.parity_models[0], tuple(parts.code.encoder.parity_shape),
-                                             args.groups_per_batch, args.k, device, min(steps, 300), fast=False),
-        }
-        if device.type == "cuda":
-            contenders["speed_of_light_bf16_channels_last"] = speed_of_light(
-                fresh.parity_models[0], tuple(parts.code.encoder.parity_shape), args.groups_per_batch, args.k,
-                device, min(steps, 300), fast=True)
-        for name, rates in contenders.items():
-            if rates["groups_per_second"] > results.get(name, {}).get("groups_per_second", 0):
-                results[name] = rates
-    assert parts is not None
+    bench = Bench(args)
+    code = bench.fresh().code
+    if not getattr(code.decoder, "unit_sum", False):
+        raise SystemExit(f"bench_train compares parm with the reference algorithm, MSE(F_P(P), sum of F's "
+                         f"outputs): a code with r=1, a plain-sum parity (sum or concat) and the subtraction "
+                         f"decoder. Got {code!r}; time other codes with train.py (summary.json's timing).")
+    results, parts = bench.throughput()
     ratios = {f"parm_vs_{name}": results["parm"]["groups_per_second"] / results[name]["groups_per_second"]
               for name in results if name != "parm"}
-    tta: dict[str, Any] = {}
-    if args.target > 0:
-        fresh = fresh_parts(cfg, datamodule, model_spec, out_dir)
-        clock = Clock(args.target, args.budget)
-        parm_fit(cfg, datamodule, model_spec, out_dir / "tta", 10_000,
-                 [TimeToAccuracy(clock, datamodule, args.eval_every)])
-        tta["parm"] = clock.result()
-        if not args.skip_plain_tta:
-            tta["plain"] = PlainLoop(fresh, datamodule, cfg, device, cfg.seed).time_to_accuracy(
-                Clock(args.target, args.budget), datamodule, args.eval_every)
-        if not args.skip_reference_tta:
-            reference = ReferenceLoop(fresh, datamodule, args.groups_per_batch, device, cfg.seed)
-            tta["reference"] = reference.time_to_accuracy(Clock(args.target, args.budget), datamodule,
-                                                          args.eval_every)
+    tta = bench.time_to_accuracy() if args.target > 0 else {}
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(device),
-        "device": str(device), "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(bench.device),
+        "device": str(bench.device), "torch": torch.__version__,
         "setup": {"data": args.data, "model": args.model, "k": args.k, "encoder": args.encoder,
-                  "groups_per_batch": args.groups_per_batch, "train_steps_per_epoch": train_steps,
-                  "reference_steps": steps, "parm_epochs": args.epochs, "repeats": args.repeats,
-                  "warmup_steps": warmup, "compile": parts.module.compile_mode,
+                  "groups_per_batch": args.groups_per_batch, "train_steps_per_epoch": bench.train_steps,
+                  "reference_steps": bench.reference_steps, "parm_epochs": args.epochs, "repeats": args.repeats,
+                  "warmup_steps": bench.warmup, "compile": parts.module.compile_mode,
                   "overrides": list(args.set), "cache_targets": parts.module.cache_targets,
-                  "precision": str(cfg.trainer.precision)},
+                  "precision": str(bench.cfg.trainer.precision)},
         "throughput": results, "ratios": ratios, "time_to_accuracy": tta,
     }
 

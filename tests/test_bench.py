@@ -21,6 +21,7 @@ from parm.lit import ParityModule
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_loops  # noqa: E402
 import bench_train  # noqa: E402
 
 TINY_SET = ["trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8", "base.epochs=1"]
@@ -55,7 +56,7 @@ def test_plain_loop_loss_is_parms_training_loss(tmp_path: Path, tiny_data_dir: P
     datamodule.setup("fit")
     spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
     parts = bench_train.fresh_parts(cfg, datamodule, spec, tmp_path)
-    plain = bench_train.PlainLoop(parts, datamodule, cfg, torch.device("cpu"), seed=0)
+    plain = bench_loops.PlainLoop(parts, datamodule, cfg, torch.device("cpu"), seed=0)
     index = torch.randperm(len(datamodule.split("train")[0]))[:16]
     x, y = datamodule.split("train")
     module = parts.module
@@ -78,7 +79,7 @@ def test_reference_dataset_normalises_like_the_datamodule(tmp_path: Path, tiny_d
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     x, y = datamodule.split("train")
-    dataset = bench_train.PerSampleDataset(x, y, datamodule.mean, datamodule.std)
+    dataset = bench_loops.PerSampleDataset(x, y, datamodule.mean, datamodule.std)
     sample, label = dataset[3]
     torch.testing.assert_close(sample, datamodule.normalize(x[3:4])[0])
     assert label == int(y[3])
