@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from parm.artifacts import code_record, save_parity
+from parm.artifacts import base_as_parity, code_record, save_parity, uses_base
 from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.devices import hydra_job, place_job, sweep_identity
@@ -283,9 +283,12 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     decoder_kwargs = OmegaConf.to_container(code_cfg.decoder_kwargs, resolve=True) or {}
     code = build_code(code_cfg.encoder, code_cfg.decoder, spec, datamodule.input_shape, output_shape,
                       encoder_kwargs, decoder_kwargs)  # type: ignore[arg-type]
-    parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, output_shape[0])
-                   if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
-    parity_models = [build_from_spec(parity_spec) for _ in range(spec.r)]
+    if uses_base(cfg.parity_model):  # Learning-a-Code mode: the frozen F answers the parity queries
+        parity_spec, parity_models = base_as_parity(code, datamodule.input_shape, base_model)
+    else:
+        parity_spec = (_model_spec(cfg.parity_model, code.encoder.parity_shape, output_shape[0])
+                       if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
+        parity_models = [build_from_spec(parity_spec) for _ in range(spec.r)]
     layouts = {getattr(code.encoder, "grid", None), getattr(parity_models[0], "grid", None)} - {None}
     if len(layouts) > 1:  # a tile-wise parity model must read the tiles where the encoder put them
         raise ValueError(f"the parity model's tile grid {parity_models[0].grid} differs from the encoder's "

@@ -213,7 +213,7 @@ class LocalBackend:
         specs = [WorkerSpec(f"model-{i}", base, **spec_kwargs) for i in range(n_model)]  # type: ignore[arg-type]
         if n_parity and parity is None:
             raise ValueError("parity instances need a parity checkpoint (parity.pt).")
-        specs += [WorkerSpec(f"parity-{i}", str(parity), parity_index=i % r, **spec_kwargs)  # type: ignore[arg-type]
+        specs += [WorkerSpec(f"parity-{i}", str(parity), parity_index=i % r, base=base, **spec_kwargs)  # type: ignore[arg-type]
                   for i in range(n_parity)]
         return cls(specs)
 

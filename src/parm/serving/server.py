@@ -82,7 +82,7 @@ def _read_model_files(base: str, parity: str | None,
         return None, input_shape, normalization
     from parm.artifacts import load_parity
 
-    artifact = load_parity(parity)
+    artifact = load_parity(parity, base=base)  # a Learning-a-Code artifact's parity instances run this F
     return artifact.code, artifact.input_shape, normalization
 
 

@@ -37,6 +37,8 @@ class WorkerSpec:
         name: instance name.
         checkpoint: ``base.pt`` (model file of F) or ``parity.pt`` (parity artifact).
         parity_index: which parity model of the artifact to serve; None for F.
+        base: F's model file, for a parity artifact whose parity model is F itself (Learning-a-Code
+            mode); None: the file the artifact records.
         max_batch: most queued requests run as one batch.
         service_time_s: emulated accelerator time per batch; a batch takes at least this long (0 = off).
         threads: torch intra-op threads.
@@ -45,6 +47,7 @@ class WorkerSpec:
     name: str
     checkpoint: str
     parity_index: int | None = None
+    base: str | None = None
     max_batch: int = 8
     service_time_s: float = 0.0
     threads: int = 1
@@ -59,7 +62,7 @@ def load_instance_model(spec: WorkerSpec):  # noqa: ANN201 - torch is imported l
     else:
         from parm.artifacts import load_parity
 
-        artifact = load_parity(spec.checkpoint)
+        artifact = load_parity(spec.checkpoint, base=spec.base)
         if not 0 <= spec.parity_index < len(artifact.parity_models):
             raise ValueError(f"{spec.checkpoint} holds {len(artifact.parity_models)} parity models; "
                              f"parity_index {spec.parity_index} is out of range.")
