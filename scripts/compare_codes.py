@@ -2,8 +2,9 @@
 
 At equal redundancy r/k = S/K (r = S = ``--redundancy``, 1 by default) and for each K in ``--ks``:
 
-- ``parm-<encoder>``: parm parity models (``<encoder>/subtraction``, or ``learned/learned``), trained
-  now through the pipeline for ``--epochs`` epochs, or loaded with ``--parity K=path/to/parity.pt``;
+- ``parm-<encoder>``: parm parity models (``<encoder>/subtraction``, or ``code=learned``: learned encoder,
+  F_P and decoder; ``lac``: ``code=lac``, learned encoder and decoder around F itself), trained now
+  through the pipeline for ``--epochs`` epochs, or loaded with ``--parity K=path/to/parity.pt``;
 - ``berrut-systematic``: originals served as is, S Berrut parities answered by F (no training);
 - ``berrut-linear-solve``: the same queries, decoded by solving the linear system as if F were linear
   (``berrut/subtraction``, exact for affine F);
@@ -58,6 +59,11 @@ def _compose(data: str, data_dir: str, overrides: list[str]) -> Any:
         return compose("train", overrides=[f"data={data}", f"data_dir={data_dir}", *overrides])
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it: committed JSON names no machine paths."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
 def _parse_parity(items: list[str]) -> dict[int, Path]:
     paths = {}
     for item in items:
@@ -74,17 +80,28 @@ def _method(spec: str) -> tuple[str, str | None]:
     return encoder, parity_model or None
 
 
+# Methods that are whole code configs (conf/code/): the learned code with its initialisation, and the
+# Learning-a-Code mode (lac: F answers the parity queries, so no parity model is trained).
+CODE_CONFIGS = ("learned", "lac")
+
+
+def code_overrides(encoder: str) -> list[str]:
+    """The Hydra overrides that select method ``encoder``'s code."""
+    if encoder in CODE_CONFIGS:
+        return [f"code={encoder}"]
+    return [f"encoder={encoder}", "decoder=subtraction"]
+
+
 def train_parity(args: argparse.Namespace, k: int, spec: str, base_path: Path) -> Path:
     """Train parity models for one K through the pipeline; returns the parity.pt it wrote."""
     from parm.pipeline import run
 
     encoder, parity_model = _method(spec)
-    decoder = "learned" if encoder == "learned" else "subtraction"
     out = Path(args.workdir) / args.data / f"{spec.replace(':', '-')}-k{k}-r{args.redundancy}"
     if args.reuse and (out / "parity.pt").exists():
         return out / "parity.pt"
     cfg = _compose(args.data, args.data_dir, [
-        f"k={k}", f"r={args.redundancy}", f"encoder={encoder}", f"decoder={decoder}", f"base.ckpt={base_path}",
+        f"k={k}", f"r={args.redundancy}", *code_overrides(encoder), f"base.ckpt={base_path}",
         f"output_dir={out}", f"trainer.max_epochs={args.epochs}", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "logger=csv", f"parity.max_eval_patterns={args.max_patterns}",
         *([f"parity_model={parity_model}"] if parity_model else []), *args.override,
@@ -126,7 +143,7 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 name = f"parm-{encoder.replace(':', '-')}"
                 results.append(evaluate_parity_models(name, base, artifact.parity_models, artifact.code, x, y,
                                                       args.max_patterns, args.seed, task))
-                results[-1].extra["parity"] = str(path)
+                results[-1].extra["parity"] = _relative(path)
                 timing[f"parm-{encoder}@{k}"] = time.perf_counter() - started
         for decoder, name in (("berrut", "berrut-systematic"), ("subtraction", "berrut-linear-solve")):
             code = build_code("berrut", decoder, CodeSpec(k, s), shape, classes)
@@ -135,8 +152,8 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
         results.append(evaluate_coded_computation("approxifer", base, ApproxIFERCode(k, s), x, y, args.max_patterns,
                                                   args.seed, task))
         results.append(evaluate_default(base, x, y, k, default_answer, s, task))
-    return {"data": args.data, "stem": f"codes_{args.data}{args.tag}", "base": str(base_path), "epochs": args.epochs,
-            "overrides": list(args.override),
+    return {"data": args.data, "stem": f"codes_{args.data}{args.tag}", "base": _relative(base_path),
+            "epochs": args.epochs, "overrides": list(args.override),
             "redundancy": s,
             "encoders": args.encoders, "test_samples": int(x.shape[0]), "task": task.name,
             "default_answer": default_answer,
@@ -250,8 +267,8 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 10, 12])
     parser.add_argument("--redundancy", type=int, default=1, help="r = S per group")
     parser.add_argument("--encoders", nargs="+", default=["sum"],
-                        help="parm encoders to train (sum, concat, learned), optionally encoder:parity_model "
-                             "(e.g. concat:tiled)")
+                        help="parm encoders to train (sum, concat, learned, lac), optionally encoder:parity_model "
+                             "(e.g. concat:tiled, learned:tiled)")
     parser.add_argument("--epochs", type=int, default=3, help="parity training epochs; 0 skips training")
     parser.add_argument("--parity", action="append", default=[], help="K=parity.pt for the first encoder")
     parser.add_argument("--max-patterns", type=int, default=64)

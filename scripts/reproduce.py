@@ -36,6 +36,11 @@ QUICK = [
     ("fashion mlp k=2 sum", ["data=fashion_mnist", "model=mlp", "k=2", "encoder=sum"]),
     ("fashion mlp k=2 concat", ["data=fashion_mnist", "model=mlp", "k=2", "encoder=concat"]),
 ]
+# Learned codes (encoder + F_P + decoder, conf/code/learned.yaml) and the Learning-a-Code mode (the frozen F
+# answers the parity query, only encoder and decoder train: conf/code/lac.yaml).
+LEARNED = [(f"{name} mlp k=2 {code}", [f"data={data}", "model=mlp", "k=2", f"code={code}"])
+           for code in ("learned", "lac") for name, data in (("mnist", "mnist"), ("fashion", "fashion_mnist"))]
+QUICK += LEARNED
 # The GPU setups start from their experiment files (F's recipe, batch sizes fitting the data), k and encoder varied.
 CIFAR10 = [(f"cifar10 resnet18 k={k} {enc}", ["experiment=cifar10_resnet18", f"k={k}", f"encoder={enc}"])
            for k in (2, 3, 4) for enc in ("sum", "concat")]
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(
-        {name: {"test": run.summary.get("test"), "overall": run.summary.get("overall"), "path": str(run.path)}
+        {name: {"test": run.summary.get("test"), "overall": run.summary.get("overall"), "path": _relative(run.path)}
          for name, run in results}, indent=2))
     print(text)
     return path, len(failed)
