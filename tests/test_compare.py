@@ -86,10 +86,11 @@ def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_d
     assert failed == 0 and "## Not run" not in text
     assert "| mnist mlp k=2 sum | 1 | 64 |" in text and "| mnist mlp k=2 concat | 1 | 64 |" in text
     assert "| mnist mlp k=4 concat | 1 | 32 |" in text, "the reference's 32 groups per batch above k = 2"
+    assert "| mnist mlp k=2 learned | 1 | 64 |" in text and "| mnist mlp k=2 lac | 1 | 64 |" in text
     assert "0.886" in text, "the reference code's figure sits beside ours"
     assert json.loads(report.with_suffix(".json").read_text())["mnist mlp k=2 sum"]["test"]["degraded_acc"] >= 0
     records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
-    assert len(records) == 3
+    assert len(records) == 5
 
 
 def test_reproduce_full_runs_speech_from_its_experiment_and_reports_missing_data(tmp_path: Path,
