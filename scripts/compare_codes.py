@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,8 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
             "redundancy": s,
             "encoders": args.encoders, "test_samples": int(x.shape[0]), "task": task.name,
             "default_answer": default_answer,
-            "fractions": list(FRACTIONS), "results": [r.as_dict(FRACTIONS) for r in results], "timing": timing}
+            "fractions": list(FRACTIONS), "results": [r.as_dict(FRACTIONS) for r in results], "timing": timing,
+            "loadavg_at_end": list(os.getloadavg())}  # the machine may be shared: timings read beside it
 
 
 def crossover(result: dict[str, Any], approx_acc: float | None) -> float | None:

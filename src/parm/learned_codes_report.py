@@ -1,0 +1,128 @@
+"""``docs/results/learned_codes.md``: learned codes, the Learning-a-Code mode and quality at k = 2, with
+each target checked, rendered from the JSON records ``scripts/compare_codes.py`` wrote.
+
+Only reads JSON: every figure on the page is in a committed record, and a test re-renders the page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
+# The issue's targets: learned >= sum at k = 2, >= concat at k = 4, >= parm-sum's 100-epoch 0.526 at k = 8 (MNIST);
+# Learning-a-Code at k = 2 on MNIST >= 0.90; the best coder within 3 points of A_a at k = 2; Fashion-MNIST with
+# the reference code's F >= 0.845.
+K8_MNIST_BAR, LAC_MNIST_BAR, GAP_BAR, REFERENCE_F_FASHION_BAR = 0.526, 0.90, 0.03, 0.845
+# Stems of the records, under the results folder.
+LEARNED, LAC, QUALITY, REFERENCE = "codes_{data}_learned_e5", "codes_{data}_lac_e5", "codes_{data}_k2_e20", \
+    "codes_{data}_reference_f_k2_e20"
+
+
+def load(folder: Path, stem: str) -> dict[str, Any] | None:
+    """A compare_codes record, or None when it was not measured."""
+    path = folder / f"{stem}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ad(record: Mapping[str, Any], method: str, k: int) -> float | None:
+    """A_d of ``method`` at ``k`` in a record, None if absent."""
+    return next((r["degraded_acc"] for r in record["results"] if r["method"] == method and r["k"] == k), None)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def _cmp(value: float | None, bar: float | None) -> bool | None:
+    return None if value is None or bar is None else value >= bar
+
+
+def _table(record: Mapping[str, Any], methods: Sequence[str]) -> list[str]:
+    ks = sorted({r["k"] for r in record["results"]})
+    present = [m for m in methods if any(r["method"] == m for r in record["results"])]
+    lines = ["| K | A_a | " + " | ".join(present) + " |", "|---|---|" + "---|" * len(present)]
+    for k in ks:
+        available = next(r["available_acc"] for r in record["results"] if r["k"] == k)
+        cells = [ad(record, m, k) for m in present]
+        lines.append(f"| {k} | {available:.4f} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
+    return lines
+
+
+def _timing(record: Mapping[str, Any]) -> str:
+    times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in record.get("timing", {}).items())
+    load = record.get("loadavg_at_end")
+    return f"Wall time to train and score: {times}" + (f" (load average at the end {load[0]:.1f})." if load else ".")
+
+
+def learned_section(folder: Path) -> list[str]:
+    lines = ["## Learned codes (encoder + F_P + decoder) beside sum, concat and concat+tiled", ""]
+    methods = ["parm-sum", "parm-concat", "parm-learned", "parm-concat-tiled", "parm-learned-tiled", "approxifer"]
+    for data, title in DATASETS:
+        record = load(folder, LEARNED.format(data=data))
+        if record is None:
+            lines += [f"{title}: not measured.", ""]
+            continue
+        checks = [("k = 2: learned >= sum", _cmp(ad(record, "parm-learned", 2), ad(record, "parm-sum", 2))),
+                  ("k = 4: learned >= concat", _cmp(ad(record, "parm-learned", 4), ad(record, "parm-concat", 4)))]
+        if data == "mnist":
+            best8 = max((v for v in (ad(record, "parm-learned", 8), ad(record, "parm-learned-tiled", 8)) if v),
+                        default=None)
+            checks.append((f"k = 8: best learned >= {K8_MNIST_BAR}", _cmp(best8, K8_MNIST_BAR)))
+        lines += [f"### {title}, every parity model trained {record['epochs']} epochs, same F, test set and groups", "",
+                  *_table(record, methods), "", *(f"- {name}: {_verdict(ok)}" for name, ok in checks), "",
+                  _timing(record), ""]
+    return lines
+
+
+def lac_section(folder: Path) -> list[str]:
+    lines = ["## Learning-a-Code mode (`code=lac`): F itself answers the parity query", "",
+             "No parity model is trained or shipped: only the encoder and decoder train, and parity instances run "
+             "F. The paper reports 64-98% of unavailable predictions reconstructed on MNIST, Fashion-MNIST and "
+             "CIFAR-10 at k = 2 and 5.", ""]
+    for data, title in DATASETS:
+        record = load(folder, LAC.format(data=data))
+        if record is None:
+            lines += [f"{title}: not measured.", ""]
+            continue
+        table = _table(record, ["parm-sum", "parm-concat", "parm-lac"])
+        lines += [f"### {title}, {record['epochs']} epochs", "", *table, ""]
+        if data == "mnist":
+            lines.append(f"- k = 2: A_d >= {LAC_MNIST_BAR}: {_verdict(_cmp(ad(record, 'parm-lac', 2), LAC_MNIST_BAR))}")
+        lines += ["", _timing(record), ""]
+    return lines
+
+
+def quality_section(folder: Path) -> list[str]:
+    lines = ["## Quality at k = 2: best coder against A_a", ""]
+    for stem, owner in ((QUALITY, "parm's F"), (REFERENCE, "the reference code's F")):
+        for data, title in DATASETS:
+            record = load(folder, stem.format(data=data))
+            if record is None:
+                continue
+            parm = [r for r in record["results"] if r["method"].startswith("parm-") and r["k"] == 2]
+            best = max(parm, key=lambda r: r["degraded_acc"])
+            gap = best["available_acc"] - best["degraded_acc"]
+            lines += [f"### {title}, {owner}, {record['epochs']} epochs"
+                      + (f" (`{' '.join(record['overrides'])}`)" if record.get("overrides") else ""), "",
+                      *_table(record, [r["method"] for r in parm]), "",
+                      f"- best: {best['method']}, A_a - A_d = {100 * gap:.1f} points; within {100 * GAP_BAR:.0f}: "
+                      f"{_verdict(gap <= GAP_BAR)}"]
+            if stem == REFERENCE and data == "fashion_mnist":
+                lines.append(f"- A_d >= {REFERENCE_F_FASHION_BAR}: "
+                             f"{_verdict(best['degraded_acc'] >= REFERENCE_F_FASHION_BAR)}")
+            lines += ["", _timing(record), ""]
+    return lines
+
+
+def render(folder: Path) -> str:
+    """The whole page from the records under ``folder``."""
+    head = ["# Learned codes, the Learning-a-Code mode and quality at k = 2", "",
+            "Rendered by `python scripts/learned_codes_report.py` from the `scripts/compare_codes.py` records named "
+            "below (`codes_<data>_learned_e5.json`, `..._lac_e5.json`, `..._k2_e20.json`, "
+            "`..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in turn, seeded groups. "
+            "`learned`: `code=learned` (encoder and decoder start as concat/subtraction plus zero-started "
+            "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac`.", ""]
+    return "\n".join([*head, *learned_section(folder), *lac_section(folder), *quality_section(folder)])
