@@ -42,7 +42,7 @@ LEARNED = [(f"{name} mlp k=2 {code}", [f"data={data}", "model=mlp", "k=2", f"cod
            for code in ("learned", "lac") for name, data in (("mnist", "mnist"), ("fashion", "fashion_mnist"))]
 # Parity epochs of setups that train fewer than their profile's: on CPU an epoch of a learned encoder and
 # decoder costs about ten of the sum code's. --epochs overrides these too; --scale scales them.
-SETUP_EPOCHS = {name: 5 for name, _ in LEARNED}
+SETUP_EPOCHS = {name: 3 for name, _ in LEARNED}
 QUICK += LEARNED
 # The GPU setups start from their experiment files (F's recipe, batch sizes fitting the data), k and encoder varied.
 CIFAR10 = [(f"cifar10 resnet18 k={k} {enc}", ["experiment=cifar10_resnet18", f"k={k}", f"encoder={enc}"])
