@@ -23,9 +23,9 @@ def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     learned = _record("mnist", 5, [("parm-sum", 2, 0.90), ("parm-learned", 2, 0.95), ("parm-concat", 4, 0.70),
                                    ("parm-learned", 4, 0.60), ("parm-learned", 8, 0.40),
                                    ("parm-learned-tiled", 8, 0.90)])
-    (tmp_path / "codes_mnist_learned_e5.json").write_text(json.dumps(learned))
+    (tmp_path / "codes_mnist_learned_e3.json").write_text(json.dumps(learned))
     lac = _record("mnist", 5, [("parm-lac", 2, 0.89), ("parm-sum", 2, 0.9)])
-    (tmp_path / "codes_mnist_lac_e5.json").write_text(json.dumps(lac))
+    (tmp_path / "codes_mnist_lac_e3.json").write_text(json.dumps(lac))
     quality = _record("fashion_mnist", 20, [("parm-concat-tiled", 2, 0.85), ("parm-sum", 2, 0.80)], available=0.895)
     (tmp_path / "codes_fashion_mnist_reference_f_k2_e20.json").write_text(json.dumps(quality))
     page = render(tmp_path)

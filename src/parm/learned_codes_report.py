@@ -17,7 +17,7 @@ DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 # the reference code's F >= 0.845.
 K8_MNIST_BAR, LAC_MNIST_BAR, GAP_BAR, REFERENCE_F_FASHION_BAR = 0.526, 0.90, 0.03, 0.845
 # Stems of the records, under the results folder.
-LEARNED, LAC, QUALITY, REFERENCE = "codes_{data}_learned_e5", "codes_{data}_lac_e5", "codes_{data}_k2_e20", \
+LEARNED, LAC, QUALITY, REFERENCE = "codes_{data}_learned_e3", "codes_{data}_lac_e3", "codes_{data}_k2_e20", \
     "codes_{data}_reference_f_k2_e20"
 
 
@@ -121,7 +121,7 @@ def render(folder: Path) -> str:
     """The whole page from the records under ``folder``."""
     head = ["# Learned codes, the Learning-a-Code mode and quality at k = 2", "",
             "Rendered by `python scripts/learned_codes_report.py` from the `scripts/compare_codes.py` records named "
-            "below (`codes_<data>_learned_e5.json`, `..._lac_e5.json`, `..._k2_e20.json`, "
+            "below (`codes_<data>_learned_e3.json`, `..._lac_e3.json`, `..._k2_e20.json`, "
             "`..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in turn, seeded groups. "
             "`learned`: `code=learned` (encoder and decoder start as concat/subtraction plus zero-started "
             "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac`.", ""]
