@@ -19,6 +19,7 @@ K8_MNIST_BAR, LAC_MNIST_BAR, GAP_BAR, REFERENCE_F_FASHION_BAR = 0.526, 0.90, 0.0
 # Stems of the records, under the results folder.
 LEARNED, LAC, QUALITY, REFERENCE = "codes_{data}_learned_e3", "codes_{data}_lac_e3", "codes_{data}_k2_e20", \
     "codes_{data}_reference_f_k2_e20"
+LEARNED_TILED = "codes_{data}_learned_tiled_k8_e3"  # learned code with the tile-wise F_P, measured at k = 8 only
 
 
 def load(folder: Path, stem: str) -> dict[str, Any] | None:
@@ -65,6 +66,11 @@ def learned_section(folder: Path) -> list[str]:
         if record is None:
             lines += [f"{title}: not measured.", ""]
             continue
+        extra = load(folder, LEARNED_TILED.format(data=data))
+        if extra is not None:  # same F, test set and groups; only its parm rows are new
+            record = {**record, "results": [*record["results"],
+                                             *(r for r in extra["results"] if r["method"].startswith("parm-"))],
+                      "timing": {**record.get("timing", {}), **extra.get("timing", {})}}
         checks = [("k = 2: learned >= sum", _cmp(ad(record, "parm-learned", 2), ad(record, "parm-sum", 2))),
                   ("k = 4: learned >= concat", _cmp(ad(record, "parm-learned", 4), ad(record, "parm-concat", 4)))]
         if data == "mnist":
@@ -121,8 +127,8 @@ def render(folder: Path) -> str:
     """The whole page from the records under ``folder``."""
     head = ["# Learned codes, the Learning-a-Code mode and quality at k = 2", "",
             "Rendered by `python scripts/learned_codes_report.py` from the `scripts/compare_codes.py` records named "
-            "below (`codes_<data>_learned_e3.json`, `..._lac_e3.json`, `..._k2_e20.json`, "
-            "`..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in turn, seeded groups. "
+            "below (`codes_<data>_learned_e3.json`, `..._learned_tiled_k8_e3.json`, `..._lac_e3.json`, "
+            "`..._k2_e20.json`, `..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in turn, seeded groups. "
             "`learned`: `code=learned` (encoder and decoder start as concat/subtraction plus zero-started "
             "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac`.", ""]
     return "\n".join([*head, *learned_section(folder), *lac_section(folder), *quality_section(folder)])
