@@ -128,7 +128,8 @@ def render(folder: Path) -> str:
     head = ["# Learned codes, the Learning-a-Code mode and quality at k = 2", "",
             "Rendered by `python scripts/learned_codes_report.py` from the `scripts/compare_codes.py` records named "
             "below (`codes_<data>_learned_e3.json`, `..._learned_tiled_k8_e3.json`, `..._lac_e3.json`, "
-            "`..._k2_e20.json`, `..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in turn, seeded groups. "
+            "`..._k2_e20.json`, `..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in "
+            "turn, seeded groups. "
             "`learned`: `code=learned` (encoder and decoder start as concat/subtraction plus zero-started "
             "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac`.", ""]
     return "\n".join([*head, *learned_section(folder), *lac_section(folder), *quality_section(folder)])
