@@ -19,7 +19,7 @@ from torch import nn
 from parm import pipeline
 from parm.data import transforms
 from parm.data.base import TensorDataModule
-from parm.lit import ParityModule
+from parm.lit import FastPath, ParityModule
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class PlainLoop:
         self.base = copy.deepcopy(module.base_model).to(device).eval()
         self.code = copy.deepcopy(parts.code).to(device)
         self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
-        self.channels_last = module.channels_last
+        self.channels_last = module.fast.channels_last
         self.optimizer = module.optimizer_factory(self.parity.parameters())
         self.bf16 = str(cfg.trainer.precision).startswith("bf16")
         self.datamodule, self.augment = datamodule, datamodule.augment
@@ -225,7 +225,7 @@ class PlainLoop:
         """Training seconds until test A_d reaches the clock's target (constant lr: no schedule here)."""
         module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
                               default_answer=int(datamodule.train_label_counts.argmax()),
-                              channels_last=self.channels_last).to(self.device)
+                              fast=FastPath(channels_last=self.channels_last)).to(self.device)
         clock.start()
         for steps, index in enumerate(self._batches(), start=1):
             self.step(index)

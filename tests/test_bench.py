@@ -16,7 +16,7 @@ from torch import nn
 
 from helpers import compose_train
 from parm.coding import CodeSpec, build_code, sample_erasures
-from parm.lit import ParityModule
+from parm.lit import FastPath, ParityModule
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -123,8 +123,8 @@ def test_precomputed_targets_equal_lazy_cache() -> None:
     module.on_train_start()
     module._trainer = None
     index = torch.tensor([7, 1, 4])
-    torch.testing.assert_close(module._targets(torch.zeros(3, 6), index), base(x[index] * 2).detach())
-    assert module._cache_complete and module.target_seconds >= 0
+    torch.testing.assert_close(module.targets(torch.zeros(3, 6), index), base(x[index] * 2).detach())
+    assert module.targets.complete and module.target_seconds >= 0
 
 
 @pytest.mark.gpu
@@ -143,29 +143,30 @@ def test_cuda_graph_precompute_keeps_every_chunk() -> None:
     x = torch.randn(3 * 4096, 6, device=device)  # three full chunks: the same graph replayed
     base = nn.Linear(6, 4).to(device)
     module = ParityModule(base, [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,)),
-                          optimizer=functools.partial(torch.optim.Adam), compile="reduce-overhead").to(device)
+                          optimizer=functools.partial(torch.optim.Adam),
+                          fast=FastPath(compile="reduce-overhead")).to(device)
     module._trainer = SimpleNamespace(datamodule=Data())  # type: ignore[assignment]
     module.on_train_start()
     with torch.no_grad():
-        torch.testing.assert_close(module._target_cache, base(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(module.targets.values, base(x), rtol=1e-4, atol=1e-4)
 
 
 def test_channels_last_and_compile_paths_run_on_cpu() -> None:
     conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 16, 4))
     code = build_code("sum", "subtraction", CodeSpec(2, 1), (1, 4, 4), (4,))
     module = ParityModule(conv, [nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 4))],
-                          code, optimizer=functools.partial(torch.optim.Adam), channels_last=True)
+                          code, optimizer=functools.partial(torch.optim.Adam), fast=FastPath(channels_last=True))
     loss = module.training_step((torch.randn(8, 1, 4, 4), torch.zeros(8, dtype=torch.long), torch.arange(8)), 0)
     loss.backward()
     assert torch.isfinite(loss)
     compiled = ParityModule(nn.Linear(6, 4), [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1),
-                            (6,), (4,)), optimizer=functools.partial(torch.optim.Adam), compile=True)
+                            (6,), (4,)), optimizer=functools.partial(torch.optim.Adam), fast=FastPath(compile=True))
     assert set(compiled.state_dict()) == {"base_model.weight", "base_model.bias", "parity_models.0.weight",
                                           "parity_models.0.bias"}, "compiled wrappers must not rename weights"
 
 
 def test_compile_modes_are_validated_and_train_on_cpu(tmp_path: Path) -> None:
-    from parm.lit.parity import compile_mode
+    from parm.lit.speed import compile_mode
 
     assert [compile_mode(v) for v in (False, None, True, "reduce-overhead")] == [None, None, "default",
                                                                                  "reduce-overhead"]
@@ -185,7 +186,8 @@ def test_compiled_training_matches_eager() -> None:
         torch.manual_seed(0)
         code = build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,))
         module = ParityModule(nn.Linear(6, 4), [nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))], code,
-                              optimizer=functools.partial(torch.optim.SGD, lr=0.1), compile=mode)
+                              optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+                              fast=FastPath(compile=mode))
         module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
         optimizer = module.configure_optimizers()
         data = torch.randn(4, 8, 6, generator=torch.Generator().manual_seed(1))
