@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> tuple[Path, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(
-        {name: {"test": run.summary.get("test"), "overall": run.summary.get("overall"), "path": _relative(run.path)}
+        {name: {"test": run.summary.get("test"), "overall": run.summary.get("overall"), "path": _relative(run.path),
+                "epochs": run.config.get("trainer", {}).get("max_epochs"),
+                "train_seconds": run.summary.get("timing", {}).get("train_seconds")}
          for name, run in results}, indent=2))
     print(text)
     return path, len(failed)

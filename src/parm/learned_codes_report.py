@@ -101,8 +101,30 @@ def lac_section(folder: Path) -> list[str]:
     return lines
 
 
+def _reproduced(folder: Path, data: str) -> list[str]:
+    """The k = 2 rows of the reproduction report (accuracy.json) for ``data``: parm's F, each row's epochs."""
+    path = folder / "accuracy.json"
+    if not path.exists():
+        return []
+    prefix = {"mnist": "mnist mlp k=2 ", "fashion_mnist": "fashion mlp k=2 "}[data]
+    lines = []
+    for name, row in json.loads(path.read_text()).items():
+        if not name.startswith(prefix):
+            continue
+        available, degraded = row["test"]["available_acc"], row["test"]["degraded_acc"]
+        lines.append(f"- {name}: A_a {available:.4f}, A_d {degraded:.4f}, gap {100 * (available - degraded):.1f} "
+                     f"points (within {100 * GAP_BAR:.0f}: {_verdict(available - degraded <= GAP_BAR)}); "
+                     f"{row.get('epochs', '?')} epochs, {row.get('train_seconds') or 0:.0f} s of training")
+    return lines
+
+
 def quality_section(folder: Path) -> list[str]:
     lines = ["## Quality at k = 2: best coder against A_a", ""]
+    for data, title in DATASETS:
+        rows = _reproduced(folder, data)
+        if rows:
+            lines += [f"### {title}, parm's F: the k = 2 rows of `scripts/reproduce.py --profile quick` "
+                      "(accuracy.json)", "", *rows, ""]
     for stem, owner in ((QUALITY, "parm's F"), (REFERENCE, "the reference code's F")):
         for data, title in DATASETS:
             record = load(folder, stem.format(data=data))
