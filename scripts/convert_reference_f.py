@@ -15,16 +15,14 @@ Then ``python train.py data=fashion_mnist base.ckpt=outputs/reference_F/fashion_
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from parm.data.transforms import to_unit_float
 from parm.models.checkpoint import build_from_spec, save_model
+from parm.pipeline import compose
 
-ROOT = Path(__file__).resolve().parents[1]
 # The reference network: attribute ``nn`` = Sequential(Linear(784, 200), ReLU, Linear(200, 100), ReLU, Linear(100, 10)).
 REFERENCE_KEYS = ("nn.0", "nn.2", "nn.4")
 PARM_KEYS = ("net.1", "net.3", "net.5")  # parm.models.mlp.MLP: Flatten first
@@ -50,8 +48,7 @@ def main() -> None:
     parser.add_argument("--state", required=True, help="the reference state dict (reference_F/*.pt)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data={args.data}", f"data_dir={args.data_dir}", "k=1"])
+    cfg = compose([f"data={args.data}", f"data_dir={args.data_dir}", "k=1"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     mean, std = float(datamodule.mean[0]), float(datamodule.std[0])

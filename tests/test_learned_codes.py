@@ -22,6 +22,7 @@ IMAGE, CLASSES = (1, 28, 28), (10,)
     (4, 2, "concat", "mlp"),
 ])
 def test_learned_code_starts_as_its_init_code(k: int, r: int, init: str, arch: str) -> None:
+    torch.manual_seed(0)  # a narrow conv encoder's ReLUs can all be dead for some draws: no gradient to check
     spec = CodeSpec(k, r)
     learned = build_code("learned", "learned", spec, IMAGE, CLASSES, {"init": init, "arch": arch}, {"init": "auto"})
     hand_made = build_code("concat" if init in ("concat", "auto") else "sum", "subtraction", spec, IMAGE, CLASSES)
@@ -59,6 +60,7 @@ def test_learned_coder_settings_are_checked() -> None:
 def test_code_lac_selects_f_as_parity_model(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, tmp_path, ["code=lac", "k=5"])
     assert cfg.parity_model.use_base and (cfg.code.encoder, cfg.code.decoder, cfg.code.k) == ("learned", "learned", 5)
+    assert cfg.callbacks.restart._target_.endswith("RestartIfStuck") and "checkpoint" in cfg.callbacks
 
 
 def test_base_as_parity_needs_queries_f_can_answer() -> None:
@@ -97,3 +99,35 @@ def test_learning_a_code_artifact_refuses_another_f(tmp_path: Path, tiny_data_di
         load_parity(summary["artifacts"]["parity"], base=other)
     with pytest.raises(FileNotFoundError, match="Learning-a-Code artifact"):
         load_parity(summary["artifacts"]["parity"], base=tmp_path / "missing.pt")
+
+
+def test_restart_if_stuck_reinitialises_what_trains_and_leaves_f(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from parm.lit.restart import RestartIfStuck
+
+    code = build_code("learned", "learned", CodeSpec(2), IMAGE, CLASSES, {"init": "concat"}, {"init": "auto"})
+    f = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).requires_grad_(False)
+    with torch.no_grad():
+        code.encoder.net[-1].weight.fill_(1.0)
+    module = SimpleNamespace(code=code, parity_models=[f])
+    before = [p.clone() for p in code.encoder.net[0].parameters()]
+    f_before = f[1].weight.clone()
+    optimizer = torch.optim.Adam(code.parameters())
+    optimizer.state[next(code.parameters())] = {"step": torch.tensor(1.0)}
+    trainer = SimpleNamespace(callback_metrics={"val/agreement": torch.tensor(0.1)}, current_epoch=0,
+                              optimizers=[optimizer])
+    callback = RestartIfStuck(threshold=0.3, max_restarts=1)
+    callback.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
+    assert callback.restarts == 1 and not optimizer.state
+    assert not torch.equal(before[0], code.encoder.net[0].weight)
+    assert code.encoder.net[-1].weight.abs().sum() == 0, "the correction starts at zero again"
+    assert torch.equal(f_before, f[1].weight), "F is never touched"
+    callback.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
+    assert callback.restarts == 1, "at most max_restarts"
+    healthy = RestartIfStuck(threshold=0.3)
+    healthy.on_train_epoch_end(SimpleNamespace(callback_metrics={"val/agreement": torch.tensor(0.9)},  # type: ignore[arg-type]
+                                               current_epoch=0, optimizers=[]), module)
+    assert healthy.restarts == 0
+    with pytest.raises(ValueError, match="threshold must be in"):
+        RestartIfStuck(threshold=0.0)

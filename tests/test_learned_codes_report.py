@@ -28,7 +28,11 @@ def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     (tmp_path / "codes_mnist_lac_e3.json").write_text(json.dumps(lac))
     quality = _record("fashion_mnist", 20, [("parm-concat-tiled", 2, 0.85), ("parm-sum", 2, 0.80)], available=0.895)
     (tmp_path / "codes_fashion_mnist_reference_f_k2_e20.json").write_text(json.dumps(quality))
+    reproduced = {"mnist mlp k=2 concat": {"test": {"available_acc": 0.977, "degraded_acc": 0.966}, "epochs": 20,
+                                           "train_seconds": 40.0}}
+    (tmp_path / "accuracy.json").write_text(json.dumps(reproduced))
     page = render(tmp_path)
+    assert "- mnist mlp k=2 concat: A_a 0.9770, A_d 0.9660, gap 1.1 points (within 3: **met**); 20 epochs" in page
     assert "- k = 2: learned >= sum: **met**" in page
     assert "- k = 4: learned >= concat: **missed**" in page
     assert "- k = 8: best learned >= 0.526: **met**" in page

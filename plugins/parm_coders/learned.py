@@ -79,6 +79,13 @@ class LearnedEncoder(Encoder):
                 raise ValueError(f"learned encoder init={init!r} must be a linear encoder whose parity has the "
                                  f"query's shape {self.input_shape}; got {self.base.parity_shape}.")
         self.net: nn.Sequential = self._conv(hidden) if arch == "conv" else self._mlp(hidden)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh weights; the correction starts at zero again when the encoder has an ``init`` code."""
+        for layer in self.net:
+            if isinstance(layer, nn.Linear | nn.Conv2d):
+                layer.reset_parameters()
         if self.base is not None:
             _zero_last(self.net)
 
@@ -155,6 +162,13 @@ class LearnedDecoder(Decoder):
             nn.Linear(size + spec.n, hidden * size), nn.ReLU(), nn.Linear(hidden * size, hidden * size), nn.ReLU(),
             nn.Linear(hidden * size, spec.k * self.output_dim),
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh weights; the MLP starts at zero again when it corrects a subtraction decoder."""
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
         if self.subtract is not None:
             _zero_last(self.net)
 

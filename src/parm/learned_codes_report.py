@@ -20,6 +20,7 @@ K8_MNIST_BAR, LAC_MNIST_BAR, GAP_BAR, REFERENCE_F_FASHION_BAR = 0.526, 0.90, 0.0
 LEARNED, LAC, QUALITY, REFERENCE = "codes_{data}_learned_e3", "codes_{data}_lac_e3", "codes_{data}_k2_e20", \
     "codes_{data}_reference_f_k2_e20"
 LEARNED_TILED = "codes_{data}_learned_tiled_k8_e3"  # learned code with the tile-wise F_P, measured at k = 8 only
+LAC_SUM = "codes_{data}_lac_sum_e3"  # code=lac with the encoder started as the sum code (shown as parm-lac-sum)
 
 
 def load(folder: Path, stem: str) -> dict[str, Any] | None:
@@ -85,15 +86,24 @@ def learned_section(folder: Path) -> list[str]:
 
 def lac_section(folder: Path) -> list[str]:
     lines = ["## Learning-a-Code mode (`code=lac`): F itself answers the parity query", "",
-             "No parity model is trained or shipped: only the encoder and decoder train, and parity instances run "
-             "F. The paper reports 64-98% of unavailable predictions reconstructed on MNIST, Fashion-MNIST and "
-             "CIFAR-10 at k = 2 and 5.", ""]
+             "The paper reports 64-98% of unavailable predictions reconstructed on MNIST, Fashion-MNIST and "
+             "CIFAR-10 at k = 2 and 5.", "",
+             "What it saves: no parity model is trained, stored or served. `parity.pt` holds the encoder, the "
+             "decoder and a digest of F's weights; parity instances are copies of F, so any instance of F can answer "
+             "parity queries. What it costs: A_d wherever F cannot read the parity well (the tables), backpropagation "
+             "through F in every training step, and an encoder network that the frontend runs once per group.", ""]
     for data, title in DATASETS:
         record = load(folder, LAC.format(data=data))
         if record is None:
             lines += [f"{title}: not measured.", ""]
             continue
-        table = _table(record, ["parm-sum", "parm-concat", "parm-lac"])
+        extra = load(folder, LAC_SUM.format(data=data))
+        if extra is not None:  # same F, test set and groups
+            renamed = [{**r, "method": "parm-lac-sum"} for r in extra["results"] if r["method"] == "parm-lac"]
+            record = {**record, "results": [*record["results"], *renamed],
+                      "timing": {**record.get("timing", {}),
+                                 **{f"{key} (init sum)": v for key, v in extra.get("timing", {}).items()}}}
+        table = _table(record, ["parm-sum", "parm-concat", "parm-lac", "parm-lac-sum"])
         lines += [f"### {title}, {record['epochs']} epochs", "", *table, ""]
         if data == "mnist":
             lines.append(f"- k = 2: A_d >= {LAC_MNIST_BAR}: {_verdict(_cmp(ad(record, 'parm-lac', 2), LAC_MNIST_BAR))}")
@@ -101,8 +111,30 @@ def lac_section(folder: Path) -> list[str]:
     return lines
 
 
+def _reproduced(folder: Path, data: str) -> list[str]:
+    """The k = 2 rows of the reproduction report (accuracy.json) for ``data``: parm's F, each row's epochs."""
+    path = folder / "accuracy.json"
+    if not path.exists():
+        return []
+    prefix = {"mnist": "mnist mlp k=2 ", "fashion_mnist": "fashion mlp k=2 "}[data]
+    lines = []
+    for name, row in json.loads(path.read_text()).items():
+        if not name.startswith(prefix):
+            continue
+        available, degraded = row["test"]["available_acc"], row["test"]["degraded_acc"]
+        lines.append(f"- {name}: A_a {available:.4f}, A_d {degraded:.4f}, gap {100 * (available - degraded):.1f} "
+                     f"points (within {100 * GAP_BAR:.0f}: {_verdict(available - degraded <= GAP_BAR)}); "
+                     f"{row.get('epochs', '?')} epochs, {row.get('train_seconds') or 0:.0f} s of training")
+    return lines
+
+
 def quality_section(folder: Path) -> list[str]:
     lines = ["## Quality at k = 2: best coder against A_a", ""]
+    for data, title in DATASETS:
+        rows = _reproduced(folder, data)
+        if rows:
+            lines += [f"### {title}, parm's F: the k = 2 rows of `scripts/reproduce.py --profile quick` "
+                      "(accuracy.json)", "", *rows, ""]
     for stem, owner in ((QUALITY, "parm's F"), (REFERENCE, "the reference code's F")):
         for data, title in DATASETS:
             record = load(folder, stem.format(data=data))
@@ -131,5 +163,7 @@ def render(folder: Path) -> str:
             "`..._k2_e20.json`, `..._reference_f_k2_e20.json`); A_d: every slot of every test group erased in "
             "turn, seeded groups. "
             "`learned`: `code=learned` (encoder and decoder start as concat/subtraction plus zero-started "
-            "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac`.", ""]
+            "corrections); `-tiled`: `parity_model=tiled`; `lac`: `code=lac` (random start, as in the paper); "
+            "`lac-sum`: `code=lac code.encoder_kwargs.init=sum code.decoder_kwargs.init=auto` (`..._lac_sum_e3.json`).",
+            ""]
     return "\n".join([*head, *learned_section(folder), *lac_section(folder), *quality_section(folder)])
