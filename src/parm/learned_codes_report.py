@@ -146,11 +146,12 @@ def quality_section(folder: Path) -> list[str]:
             lines += [f"### {title}, {owner}, {record['epochs']} epochs"
                       + (f" (`{' '.join(record['overrides'])}`)" if record.get("overrides") else ""), "",
                       *_table(record, [r["method"] for r in parm]), "",
-                      f"- best: {best['method']}, A_a - A_d = {100 * gap:.1f} points; within {100 * GAP_BAR:.0f}: "
-                      f"{_verdict(gap <= GAP_BAR)}"]
-            if stem == REFERENCE and data == "fashion_mnist":
-                lines.append(f"- A_d >= {REFERENCE_F_FASHION_BAR}: "
-                             f"{_verdict(best['degraded_acc'] >= REFERENCE_F_FASHION_BAR)}")
+                      f"- best: {best['method']}, A_a - A_d = {100 * gap:.1f} points"]
+            if stem == REFERENCE and data == "fashion_mnist":  # this F's target: A_d >= 0.845 (gap <= 5 points)
+                lines[-1] += (f"; A_d >= {REFERENCE_F_FASHION_BAR}: "
+                              f"{_verdict(best['degraded_acc'] >= REFERENCE_F_FASHION_BAR)}")
+            elif stem == QUALITY:
+                lines[-1] += f"; within {100 * GAP_BAR:.0f}: {_verdict(gap <= GAP_BAR)}"
             lines += ["", _timing(record), ""]
     return lines
 
