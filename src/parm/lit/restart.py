@@ -58,8 +58,9 @@ class RestartIfStuck(pl.Callback):
             return
         self.restarts += 1
         torch.manual_seed(self.seed + self.restarts)
-        parity_models = getattr(pl_module, "parity_models", [])
-        reset = reset_trainable(pl_module.code) + sum(reset_trainable(m) for m in parity_models)
+        code: nn.Module = getattr(pl_module, "code")  # noqa: B009 -- a ParityModule attribute, checked above
+        parity_models: list[nn.Module] = list(getattr(pl_module, "parity_models", []))
+        reset = reset_trainable(code) + sum(reset_trainable(m) for m in parity_models)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
         print(f"[parm] {self.monitor} = {float(value):.3f} < {self.threshold} after epoch {trainer.current_epoch}: "
