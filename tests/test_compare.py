@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from parm.bench import compare_runs, reproduce
 from parm.runs import find_runs, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import compare_runs  # noqa: E402
-import reproduce  # noqa: E402
 
 
 def _fake_run(folder: Path, encoder: str, k: int, a_d: float, **extra: object) -> None:

@@ -61,3 +61,11 @@ def test_docs_name_no_machine_paths() -> None:
     for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
         text = page.read_text()
         assert "/work/" not in text and "/root/" not in text, f"{page.relative_to(ROOT)} names a machine path"
+
+
+def test_codes_page_is_its_json_rendered() -> None:
+    from parm.bench.codes import codes_page
+
+    folder = ROOT / "docs" / "results"
+    assert codes_page(folder) == (folder / "codes.md").read_text(), \
+        "codes.md differs from its codes_*.json: run `python scripts/compare_codes.py --report-only`"
