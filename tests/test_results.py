@@ -69,3 +69,13 @@ def test_codes_page_is_its_json_rendered() -> None:
     folder = ROOT / "docs" / "results"
     assert codes_page(folder) == (folder / "codes.md").read_text(), \
         "codes.md differs from its codes_*.json: run `python scripts/compare_codes.py --report-only`"
+
+
+@pytest.mark.parametrize("stem", ["accuracy", "accuracy_speech_cpu"])
+def test_reproduction_pages_are_their_json_rendered(stem: str) -> None:
+    from parm.bench.reproduce import accuracy_page
+
+    folder = ROOT / "docs" / "results"
+    record = json.loads((folder / f"{stem}.json").read_text())
+    assert accuracy_page(record) == (folder / f"{stem}.md").read_text(), \
+        f"{stem}.md differs from {stem}.json: scripts/reproduce.py writes both"
