@@ -79,3 +79,12 @@ def test_reproduction_pages_are_their_json_rendered(stem: str) -> None:
     record = json.loads((folder / f"{stem}.json").read_text())
     assert accuracy_page(record) == (folder / f"{stem}.md").read_text(), \
         f"{stem}.md differs from {stem}.json: scripts/reproduce.py writes both"
+
+
+def test_run_comparison_pages_are_their_json_rendered() -> None:
+    from parm.bench.compare_runs import load_records, markdown, page_images
+
+    for table in (ROOT / "docs" / "results").rglob("comparison.json"):
+        page = table.with_suffix(".md")
+        assert markdown(load_records(table), page_images(table.parent)) == page.read_text(), \
+            f"{page.relative_to(ROOT)} differs from its comparison.json"

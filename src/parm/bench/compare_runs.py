@@ -81,6 +81,17 @@ def markdown(records: list[dict[str, Any]], images: list[str]) -> str:
     return "\n".join(out)
 
 
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``comparison.json`` as :func:`rows` made them (f_u keys back to floats)."""
+    return [{**r, "overall": {float(f): v for f, v in r["overall"].items()}} for r in json.loads(path.read_text())]
+
+
+def page_images(folder: Path) -> list[str]:
+    """The plots :func:`plot` writes, in its order, that exist in ``folder``."""
+    return [name for name in ("degraded_vs_k.png", "overall_curves.png", "training_curves.png")
+            if (folder / name).exists()]
+
+
 def plot(runs: list[Run], records: list[dict[str, Any]], out: Path) -> list[str]:
     """Write the PNGs into ``out``; returns their file names."""
     import matplotlib

@@ -87,3 +87,22 @@ def codes_ad(record: dict[str, Any], args: list[str]) -> str:
             return f"{result['degraded_acc']:.3f}"
     raise ValueError(f"no {method} at k={k} in the record; it holds "
                      f"{sorted({(r['method'], r['k']) for r in record['results']})}.")
+
+
+def _settings(varies: str) -> dict[str, str]:
+    """``"a.b=1 c=x"`` -> ``{"a.b": "1", "c": "x"}``."""
+    return dict(item.split("=", 1) for item in varies.split() if "=" in item)
+
+
+@renderer("runs_table")
+def runs_table(records: Any, args: list[str]) -> str:
+    """A ``scripts/compare_runs.py`` comparison: the settings that vary, A_d, agreement, training seconds,
+    sorted by groups per batch, lr rule and scheduler (the order of ``args``, if given, is the column list)."""
+    keys = args or sorted({key for r in records for key in _settings(r.get("varies", ""))})
+    rows = sorted(records, key=lambda r: [_settings(r.get("varies", "")).get(key, "") for key in keys])
+    lines = ["| " + " | ".join(keys) + " | A_d | agreement | training s |", "|" + "---|" * (len(keys) + 3)]
+    for r in rows:
+        settings = _settings(r.get("varies", ""))
+        lines.append("| " + " | ".join(settings.get(key, "–") for key in keys)
+                     + f" | {r['degraded_acc']:.4f} | {r['agreement']:.4f} | {r['train_seconds']:.1f} |")
+    return "\n" + "\n".join(lines) + "\n"
