@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 BLOCK = re.compile(r"<!-- render: (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end render -->", re.S)
-Renderer = Callable[[dict[str, Any], list[str]], str]
+# (the block's JSON record, the block's further arguments, the page's folder for any further files)
+Renderer = Callable[[Any, list[str], Path], str]
 RENDERERS: dict[str, Renderer] = {}
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    """Register a function ``(record, args) -> Markdown`` under ``name`` for page blocks."""
+    """Register a function ``(record, args, folder) -> Markdown`` under ``name`` for page blocks."""
     def register(function: Renderer) -> Renderer:
         RENDERERS[name] = function
         return function
@@ -44,7 +45,7 @@ def render_text(text: str, folder: Path, where: str = "page") -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{where}: the render block {match['spec']!r} cites {path}, which does not "
                                     f"exist. Commit the JSON the measuring script wrote, or remove the block.")
-        body = RENDERERS[name](json.loads(path.read_text()), rest[1:])
+        body = RENDERERS[name](json.loads(path.read_text()), rest[1:], folder)
         return f"<!-- render: {match['spec']} -->{body}<!-- end render -->"
 
     _register_builtins()

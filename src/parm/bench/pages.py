@@ -6,6 +6,8 @@ record.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from parm.results import renderer
@@ -21,7 +23,7 @@ NAMES = {"parm": "parm", "plain": "plain loop", "reference": "reference"}
 
 
 @renderer("bench_table")
-def bench_table(report: dict[str, Any], args: list[str]) -> str:
+def bench_table(report: dict[str, Any], args: list[str], folder: Path) -> str:
     """Groups/s, images/s and parm's ratio to each contender."""
     rates = report["throughput"]
     parm = rates["parm"]["groups_per_second"]
@@ -44,7 +46,7 @@ def tta_phrase(tta: dict[str, Any]) -> str:
 
 
 @renderer("bench_tta")
-def bench_tta(report: dict[str, Any], args: list[str]) -> str:
+def bench_tta(report: dict[str, Any], args: list[str], folder: Path) -> str:
     """One sentence: each contender's training seconds to the target test A_d."""
     tta = report["time_to_accuracy"]
     if not tta:
@@ -55,7 +57,7 @@ def bench_tta(report: dict[str, Any], args: list[str]) -> str:
 
 
 @renderer("bench_rate")
-def bench_rate(report: dict[str, Any], args: list[str]) -> str:
+def bench_rate(report: dict[str, Any], args: list[str], folder: Path) -> str:
     """``args[0]``'s groups/s; with ``args[1]``, also its ratio to that contender."""
     rates = report["throughput"]
     value = rates[args[0]]["groups_per_second"]
@@ -66,7 +68,7 @@ def bench_rate(report: dict[str, Any], args: list[str]) -> str:
 
 
 @renderer("bench_setup")
-def bench_setup(report: dict[str, Any], args: list[str]) -> str:
+def bench_setup(report: dict[str, Any], args: list[str], folder: Path) -> str:
     """Where and how: hardware, torch, date, data, model, code, precision, targets, warm-up, repeats."""
     setup = report["setup"]
     targets = "cached" if setup.get("cache_targets") else "on-the-fly"
@@ -78,15 +80,59 @@ def bench_setup(report: dict[str, Any], args: list[str]) -> str:
             f"{warmup}, best of {setup['repeats']}{overrides}.\n")
 
 
-@renderer("codes_ad")
-def codes_ad(record: dict[str, Any], args: list[str]) -> str:
-    """A_d of method ``args[0]`` at k = ``args[1]`` in a compare_codes record, three decimals."""
-    method, k = args[0], int(args[1])
+def codes_result(record: dict[str, Any], method: str, k: int) -> dict[str, Any]:
+    """The result of ``method`` at ``k`` in a ``scripts/compare_codes.py`` record."""
     for result in record["results"]:
         if result["method"] == method and result["k"] == k:
-            return f"{result['degraded_acc']:.3f}"
+            return result
     raise ValueError(f"no {method} at k={k} in the record; it holds "
                      f"{sorted({(r['method'], r['k']) for r in record['results']})}.")
+
+
+def codes_field(result: dict[str, Any], field: str) -> float:
+    """``degraded_acc``, ``overall:0.1`` (A_o at f_u = 0.1) or ``metrics:degraded_miou`` of a result."""
+    kind, _, key = field.partition(":")
+    value = result[kind][key] if key else result[kind]
+    return float(value)
+
+
+@renderer("codes_ad")
+def codes_ad(record: dict[str, Any], args: list[str], folder: Path) -> str:
+    """A_d of method ``args[0]`` at k = ``args[1]`` in a compare_codes record, three decimals."""
+    return f"{codes_result(record, args[0], int(args[1]))['degraded_acc']:.3f}"
+
+
+@renderer("codes_value")
+def codes_value(record: dict[str, Any], args: list[str], folder: Path) -> str:
+    """``args``: method, k, field (:func:`codes_field`), decimals (default 3)."""
+    decimals = int(args[3]) if len(args) > 3 else 3
+    return f"{codes_field(codes_result(record, args[0], int(args[1])), args[2]):.{decimals}f}"
+
+
+@renderer("codes_grid")
+def codes_grid(record: dict[str, Any], args: list[str], folder: Path) -> str:
+    """A table with one row per K of the block's record and one column per argument.
+
+    Each argument is ``Header~words=cell+cell`` (``~`` for a space); a cell is ``file.json:method:field``
+    (``file.json`` relative to the page, ``.`` for the block's own record); a column of several cells
+    shows them as "a / b" pairs.
+    """
+    records: dict[str, Any] = {".": record}
+
+    def cell(spec: str, k: int) -> str:
+        name, method, field = spec.split(":", 2)
+        if name not in records:
+            records[name] = json.loads((folder / name).read_text())
+        return f"{codes_field(codes_result(records[name], method, k), field):.4f}"
+
+    columns = [arg.split("=", 1) for arg in args]
+    ks = sorted({r["k"] for r in record["results"]})
+    lines = ["| K | " + " | ".join(header.replace("~", " ") for header, _ in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for k in ks:
+        lines.append(f"| {k} | " + " | ".join(" / ".join(cell(spec, k) for spec in cells.split("+"))
+                                               for _, cells in columns) + " |")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _settings(varies: str) -> dict[str, str]:
@@ -95,7 +141,7 @@ def _settings(varies: str) -> dict[str, str]:
 
 
 @renderer("runs_table")
-def runs_table(records: Any, args: list[str]) -> str:
+def runs_table(records: Any, args: list[str], folder: Path) -> str:
     """A ``scripts/compare_runs.py`` comparison: the settings that vary, A_d, agreement, training seconds,
     sorted by groups per batch, lr rule and scheduler (the order of ``args``, if given, is the column list)."""
     keys = args or sorted({key for r in records for key in _settings(r.get("varies", ""))})
