@@ -28,8 +28,11 @@ from parm.serving.raycluster import LocalCluster  # noqa: E402
 from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placement  # noqa: E402
 
 # Generous: on this 2-core machine shared with other jobs a healthy answer takes 5-50 ms; a query
-# that waited for a restart (what these tests rule out) takes seconds.
+# that waited for a restart (what these tests rule out) takes 5 s or more. A lost node is noticed
+# after the GCS's health checks fail (about 1.5 s here); a query that the group cannot decode (an
+# uncoded one) is re-sent then.
 LATENCY_BOUND_S = 2.0
+NODE_LOSS_BOUND_S = 3.0
 
 
 class Deployed:
@@ -195,7 +198,7 @@ def test_node_removal_loses_nothing_and_replicas_move(deployed: Deployed) -> Non
 
     t0 = time.monotonic()
     results, _ = _serve(deployed, 120, remove)
-    assert _worst_s(results) < LATENCY_BOUND_S
+    assert _worst_s(results) < NODE_LOSS_BOUND_S
     _wait_for(deployed, lambda: all(i.downs > downs[i.name] for i in victims), 30)
     for inst in victims:
         _wait_back(deployed, inst)

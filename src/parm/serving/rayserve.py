@@ -280,9 +280,11 @@ class RayBackend:
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(*_CALL_ERRORS, asyncio.TimeoutError):
-                running = await asyncio.wait_for(loop.run_in_executor(None, _running_replicas), 5 * period)
+                running, dead = await asyncio.wait_for(loop.run_in_executor(None, _cluster_view), 5 * period)
                 for inst in self.instances:
-                    if inst.alive and running.get(inst.name, 0) == 0:
+                    if inst.alive and inst.node in dead:  # GCS knows before Serve's controller does
+                        inst.mark_down("its node is dead")
+                    elif inst.alive and running.get(inst.name, 0) == 0:
                         inst.mark_down("Serve reports no running replica")
             down = [i for i in self.instances if not i.alive and i.handle is not None]
             back = await asyncio.gather(*(i.probe(4 * period) for i in down))
@@ -347,12 +349,13 @@ def _alive_nodes() -> list[str]:
     return others if len(others) >= 2 else alive
 
 
-def _running_replicas() -> dict[str, int]:
-    """Running replicas per application, as Serve's controller reports them."""
+def _cluster_view() -> tuple[dict[str, int], set[str]]:
+    """Running replicas per application (as Serve's controller reports them) and the dead nodes."""
     apps = serve.status().applications
-    return {name: sum(n for dep in app.deployments.values() for state, n in dep.replica_states.items()
-                      if state == "RUNNING")
-            for name, app in apps.items()}
+    running = {name: sum(n for dep in app.deployments.values() for state, n in dep.replica_states.items()
+                         if state == "RUNNING")
+               for name, app in apps.items()}
+    return running, {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
 def _read(path: str) -> bytes:
