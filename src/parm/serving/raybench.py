@@ -194,7 +194,7 @@ async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg
                 await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time())
                                        for i in backend.instances if i.alive))
                 if scenario == "node":
-                    await asyncio.get_running_loop().run_in_executor(None, cluster.add_node)
+                    cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
                 await _wait_alive(backend.instances)
                 await asyncio.sleep(0.5)
     return rows
