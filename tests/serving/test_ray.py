@@ -8,10 +8,12 @@ reason when Ray Serve is not installed (``pip install 'parm[ray]'``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402
 from parm.serving.frontend import Frontend, FrontendConfig, Prediction  # noqa: E402
 from parm.serving.instance import InstancePool  # noqa: E402
+from parm.serving.raybench import SCENARIOS, render  # noqa: E402
 from parm.serving.raycluster import LocalCluster  # noqa: E402
 from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placement  # noqa: E402
 
@@ -125,6 +128,13 @@ def test_placement_keeps_models_and_parities_on_separate_nodes() -> None:
     assert models == {"a", "b"} and parities == {"c"}
     assert [where[f"model-{i}"] for i in range(4)] == ["a", "b", "a", "b"]
     assert placement(specs, ["only"]) == {}
+
+
+def test_ray_latency_page_is_rendered_from_its_json() -> None:
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    data = json.loads((results / "ray_latency.json").read_text())
+    assert (results / "ray_latency.md").read_text() == render(data)
+    assert {r["scenario"] for r in data["rows"] if r["backend"] == "ray"} == set(SCENARIOS)
 
 
 def test_ray_settings_reject_unknown_actor_options() -> None:

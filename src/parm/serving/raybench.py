@@ -111,17 +111,18 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     if on_change is not None:
         on_change[:] = [pool.notify]
     frontend = Frontend(pool, code, config)
-    load0, cpu0 = os.getloadavg()[0], tree_cpu_s()
+    load0, cpu0, t0 = os.getloadavg()[0], tree_cpu_s(), time.perf_counter()
     fault_task = None
     if fault is not None:
         fault_task = asyncio.get_running_loop().call_later(len(queries) / rate / 4, fault)
     result = await run_poisson(frontend, queries, rate, cfg.seed)
-    cpu = tree_cpu_s() - cpu0
+    cpu, wall = tree_cpu_s() - cpu0, time.perf_counter() - t0
     await frontend.close()
     if fault_task is not None:
         fault_task.cancel()
     answered = max(1, int((~np.isnan(result.latency)).sum()))
-    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "load_start": load0, "load_end": os.getloadavg()[0]}
+    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall, "load_start": load0,
+             "load_end": os.getloadavg()[0]}
     return {"result": result, **extra}, frontend
 
 
@@ -130,7 +131,8 @@ def _row(backend: str, scenario: str, policy: str, rate: float, cell: dict[str, 
     s = frontend.stats
     summary = cell["result"].summary(labels)
     return {"backend": backend, "scenario": scenario, "policy": policy, "rate": rate, **summary,
-            "cpu_ms_per_query": cell["cpu_ms_per_query"], "load_start": cell["load_start"],
+            "cpu_ms_per_query": cell["cpu_ms_per_query"], "answered": cell["answered"], "wall_s": cell["wall_s"],
+            "load_start": cell["load_start"],
             "load_end": cell["load_end"], "resent": s.resent, "instance_errors": s.instance_errors}
 
 
@@ -151,6 +153,13 @@ async def _local_reference(base: str, parity: str, code: Code, cfg: RayBenchConf
     finally:
         await backend.stop()
     return rows
+
+
+async def _idle_cpu_per_s(seconds: float = 5.0) -> float:
+    """CPU seconds per second that the cluster and this process use while no query arrives."""
+    cpu0, t0 = tree_cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (tree_cpu_s() - cpu0) / (time.perf_counter() - t0)
 
 
 async def _wait_alive(instances: Sequence[RayInstance], timeout_s: float = 120) -> None:
@@ -204,7 +213,7 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
               labels: np.ndarray) -> dict[str, Any]:
     """Every cell, the local reference first; also startup and shutdown times of the deployment."""
     rows = await _local_reference(base, parity, code, cfg, queries, labels) if "none" in cfg.scenarios else []
-    timing: dict[str, float] = {}
+    timing: dict[str, float] = {"local_idle_cpu_per_s": await _idle_cpu_per_s()}
     t0 = time.perf_counter()
     cluster = LocalCluster(nodes=cfg.nodes)
     with cluster:
@@ -213,6 +222,7 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
         t1 = time.perf_counter()
         await backend.start()
         timing["deploy_to_ready_s"] = time.perf_counter() - t1
+        timing["idle_cpu_per_s"] = await _idle_cpu_per_s()
         try:
             rows += await _ray_cells(backend, cluster, code, cfg, queries, labels)
         finally:
@@ -235,8 +245,10 @@ def render(data: dict[str, Any]) -> str:
              f"{data['load'][1]:.1f} at the end.", "",
              f"Startup: cluster {t['cluster_start_s']:.1f} s, deployment to ready {t['deploy_to_ready_s']:.1f} s; "
              f"shutdown: applications deleted in {t['delete_s']:.1f} s, cluster stopped in "
-             f"{t['cluster_shutdown_s']:.1f} s.", ""]
-    for line in _ratios(rows):
+             f"{t['cluster_shutdown_s']:.1f} s. Idle (no queries), the Ray cluster and this process use "
+             f"{t['idle_cpu_per_s']:.2f} CPU-s/s (the local backend {t['local_idle_cpu_per_s']:.2f}); "
+             "*marginal* CPU per query below subtracts that idle use over the cell's duration.", ""]
+    for line in _ratios(rows, t):
         lines.append(f"- {line}")
     lines += ["", "| backend | scenario | policy | rate | p50 ms | p99 ms | p99.9 ms | degraded | lost | re-sent "
               "| CPU ms/query | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -247,15 +259,22 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ratios(rows: list[dict[str, Any]]) -> list[str]:
+def marginal_cpu_ms(row: dict[str, Any], idle_cpu_per_s: float) -> float:
+    """CPU per query above what the processes use idle over the cell's duration."""
+    return row["cpu_ms_per_query"] - idle_cpu_per_s * row["wall_s"] / row["answered"] * 1e3
+
+
+def _ratios(rows: list[dict[str, Any]], t: dict[str, float]) -> list[str]:
     """Ray against the local backend on the same fault-free cells (CPU per query, p99.9)."""
     local = {(r["policy"], r["rate"]): r for r in rows if r["backend"] == "local"}
     out = []
     for r in rows:
         ref = local.get((r["policy"], r["rate"]))
         if r["backend"] == "ray" and r["scenario"] == "none" and ref is not None:
+            ray_m, local_m = marginal_cpu_ms(r, t["idle_cpu_per_s"]), marginal_cpu_ms(ref, t["local_idle_cpu_per_s"])
             out.append(f"{r['policy']} at {r['rate']:g} q/s, no faults: Ray/local CPU per query "
                        f"{r['cpu_ms_per_query'] / ref['cpu_ms_per_query']:.2f}x "
-                       f"({r['cpu_ms_per_query']:.2f} / {ref['cpu_ms_per_query']:.2f} ms), p99.9 "
+                       f"({r['cpu_ms_per_query']:.2f} / {ref['cpu_ms_per_query']:.2f} ms), marginal "
+                       f"{ray_m / local_m:.2f}x ({ray_m:.2f} / {local_m:.2f} ms); p99.9 "
                        f"{r['p99.9'] / ref['p99.9']:.2f}x ({r['p99.9']:.1f} / {ref['p99.9']:.1f} ms)")
     return out
