@@ -137,6 +137,23 @@ def test_ray_latency_page_is_rendered_from_its_json() -> None:
     assert {r["scenario"] for r in data["rows"] if r["backend"] == "ray"} == set(SCENARIOS)
 
 
+def test_serve_config_exposes_ray_actor_options_and_replica_counts() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("serve", overrides=["serve.backend=ray", "serve.ray.actor_options.num_gpus=1",
+                                          "+serve.ray.actor_options.resources.accelerator=1", "serve.model_instances=8"])
+    ray_cfg = OmegaConf.to_container(cfg.serve.ray, resolve=True)
+    assert isinstance(ray_cfg, dict)
+    settings = RaySettings(**ray_cfg)
+    assert settings.actor_options == {"num_cpus": 0, "num_gpus": 1, "resources": {"accelerator": 1}}
+    backend = RayBackend.for_code("b.pt", "p.pt", cfg.serve.model_instances, cfg.serve.parity_instances,
+                                  settings=settings)
+    assert [i.role for i in backend.instances].count("model") == 8 and len(backend.instances) == 10
+
+
 def test_ray_settings_reject_unknown_actor_options() -> None:
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_cpu'\].*num_cpus"):
         RaySettings(actor_options={"num_cpu": 1})
