@@ -143,8 +143,9 @@ def test_serve_config_exposes_ray_actor_options_and_replica_counts() -> None:
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("serve", overrides=["serve.backend=ray", "serve.ray.actor_options.num_gpus=1",
-                                          "+serve.ray.actor_options.resources.accelerator=1", "serve.model_instances=8"])
+        cfg = compose("serve", overrides=[
+            "serve.backend=ray", "serve.ray.actor_options.num_gpus=1",
+            "+serve.ray.actor_options.resources.accelerator=1", "serve.model_instances=8"])
     ray_cfg = OmegaConf.to_container(cfg.serve.ray, resolve=True)
     assert isinstance(ray_cfg, dict)
     settings = RaySettings(**ray_cfg)
