@@ -175,9 +175,11 @@ def _fault(scenario: str, pool: Sequence[Instance], cluster: LocalCluster) -> Ca
     if scenario == "kill" and victim.pid is not None:
         pid = victim.pid
         return lambda: os.kill(pid, signal.SIGKILL)
-    if scenario == "node":
-        node = next(n for n in cluster.workers if cluster.node_id(n) == victim.node)
-        return lambda: asyncio.get_running_loop().run_in_executor(None, cluster.remove_node, node)
+    if scenario == "node":  # the worker node holding the first of the pool's replicas that sits on one
+        on_node = {cluster.node_id(n): n for n in cluster.workers}
+        node = next((on_node[i.node] for i in pool if isinstance(i, RayInstance) and i.node in on_node), None)
+        if node is not None:
+            return lambda: asyncio.get_running_loop().run_in_executor(None, cluster.remove_node, node)
     return None
 
 
