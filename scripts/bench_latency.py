@@ -199,7 +199,10 @@ def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
         faults=FaultConfig(slow_share=args.slow_share, mean_slow_s=args.slow_mean_s, min_factor=args.slow_factor),
         crash_rate=args.crash_rate or 0.05, seed=args.seed)
     load0 = os.getloadavg()[0]
-    data = asyncio.run(raybench.run(cfg, base, parity, code, torch.from_numpy(xte[idx]), yte[idx]))
+    def show(row: dict) -> None:
+        print(format_table([{**row, "policy": f"{row['backend']}/{row['scenario']}/{row['policy']}"}]), flush=True)
+
+    data = asyncio.run(raybench.run(cfg, base, parity, code, torch.from_numpy(xte[idx]), yte[idx], on_row=show))
     command = (f"python scripts/bench_latency.py --backend ray --rates {' '.join(f'{r:g}' for r in args.rates)} "
                f"--queries {args.queries} --policies {' '.join(args.policies)} --scenarios {' '.join(args.scenarios)} "
                f"--nodes {args.nodes} --out docs/results --name {args.name}")

@@ -115,7 +115,11 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     fault_task = None
     if fault is not None:
         fault_task = asyncio.get_running_loop().call_later(len(queries) / rate / 4, fault)
-    result = await run_poisson(frontend, queries, rate, cfg.seed)
+    limit = len(queries) / rate + 180
+    try:
+        result = await asyncio.wait_for(run_poisson(frontend, queries, rate, cfg.seed), limit)
+    except asyncio.TimeoutError as e:
+        raise RuntimeError(f"{policy} at {rate:g} q/s: queries still unanswered after {limit:.0f} s") from e
     cpu, wall = tree_cpu_s() - cpu0, time.perf_counter() - t0
     await frontend.close()
     if fault_task is not None:
@@ -184,7 +188,8 @@ def _fault(scenario: str, pool: Sequence[Instance], cluster: LocalCluster) -> Ca
 
 
 async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg: RayBenchConfig,
-                     queries: torch.Tensor, labels: np.ndarray) -> list[dict[str, Any]]:
+                     queries: torch.Tensor, labels: np.ndarray,
+                     on_row: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     k, r = code.spec.k, code.spec.r
     rows = []
     for scenario in [s for s in SCENARIOS if s in cfg.scenarios]:
@@ -202,8 +207,10 @@ async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg
                 row = _row("ray", scenario, policy, rate, cell, labels, frontend)
                 row["marked_down"] = sum(i.downs for i in backend.instances) - downs
                 rows.append(row)
+                if on_row is not None:
+                    on_row(row)
                 await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time())
-                                       for i in backend.instances if i.alive))
+                                       for i in backend.instances))
                 if scenario == "node":
                     cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
                 await _wait_alive(backend.instances)
@@ -212,8 +219,11 @@ async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg
 
 
 async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: torch.Tensor,
-              labels: np.ndarray) -> dict[str, Any]:
-    """Every cell, the local reference first; also startup and shutdown times of the deployment."""
+              labels: np.ndarray, on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every cell, the local reference first; also startup and shutdown times of the deployment.
+
+    ``on_row`` sees each Ray row as soon as its cell ends (the benchmark prints it).
+    """
     rows = await _local_reference(base, parity, code, cfg, queries, labels) if "none" in cfg.scenarios else []
     timing: dict[str, float] = {"local_idle_cpu_per_s": await _idle_cpu_per_s()}
     t0 = time.perf_counter()
@@ -226,7 +236,7 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
         timing["deploy_to_ready_s"] = time.perf_counter() - t1
         timing["idle_cpu_per_s"] = await _idle_cpu_per_s()
         try:
-            rows += await _ray_cells(backend, cluster, code, cfg, queries, labels)
+            rows += await _ray_cells(backend, cluster, code, cfg, queries, labels, on_row)
         finally:
             t2 = time.perf_counter()
             await backend.stop()

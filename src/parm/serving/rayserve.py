@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,7 @@ except ImportError as e:
 from parm.serving.raycluster import LOOPBACK_ENV, loopback_only  # noqa: E402
 from parm.serving.rayreplica import LOOPBACK_REPLICA_ENV, ParmReplica  # noqa: E402
 
+log = logging.getLogger(__name__)
 NODE_LABEL = "ray.io/node-id"
 ACTOR_OPTIONS = frozenset({"num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env"})
 _CALL_ERRORS = (RayError, RayServeException)
@@ -181,10 +183,11 @@ class RayInstance(Instance):
         self._up = True
         return True
 
-    async def set_faults(self, plan: FaultPlan, epoch: float) -> None:
+    async def set_faults(self, plan: FaultPlan, epoch: float, timeout_s: float = 30.0) -> None:
         """Arm a fault plan (times relative to wall time ``epoch``); kept for a restarted replica."""
         self._plan = (plan, epoch)
-        await self.call("set_faults", plan.to_dict(), epoch)
+        if self.alive:  # a down replica gets the plan when it is back (probe)
+            await asyncio.wait_for(self.call("set_faults", plan.to_dict(), epoch), timeout_s)
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call a replica method (``where``, ``set_faults``, ``crash``) and await its result."""
@@ -279,18 +282,22 @@ class RayBackend:
         period = self.settings.monitor_period_s
         while True:
             await asyncio.sleep(period)
-            with contextlib.suppress(*_CALL_ERRORS, asyncio.TimeoutError):
+            try:
                 running, dead = await asyncio.wait_for(loop.run_in_executor(None, _cluster_view), 5 * period)
                 for inst in self.instances:
                     if inst.alive and inst.node in dead:  # GCS knows before Serve's controller does
                         inst.mark_down("its node is dead")
                     elif inst.alive and running.get(inst.name, 0) == 0:
                         inst.mark_down("Serve reports no running replica")
-            down = [i for i in self.instances if not i.alive and i.handle is not None]
-            back = await asyncio.gather(*(i.probe(4 * period) for i in down))
-            if any(back):
-                for notify in self.on_change:
-                    await notify()
+                down = [i for i in self.instances if not i.alive and i.handle is not None]
+                back = await asyncio.gather(*(i.probe(4 * period) for i in down))
+                if any(back):
+                    for notify in self.on_change:
+                        await notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the watch must outlive any one failed look at the cluster
+                log.warning("health check of the ray instances failed (%s: %s); retrying", type(e).__name__, e)
 
     async def set_faults(self, plans: Sequence[FaultPlan], epoch: float | None = None) -> float:
         """Arm plan i on instance i, relative to ``epoch`` (default now); returns the epoch."""
@@ -351,6 +358,8 @@ def _alive_nodes() -> list[str]:
 
 def _cluster_view() -> tuple[dict[str, int], set[str]]:
     """Running replicas per application (as Serve's controller reports them) and the dead nodes."""
+    if not ray.is_initialized():  # stopping: a Ray call now would start a new local cluster
+        return {}, set()
     apps = serve.status().applications
     running = {name: sum(n for dep in app.deployments.values() for state, n in dep.replica_states.items()
                          if state == "RUNNING")
