@@ -259,7 +259,9 @@ def render(data: dict[str, Any]) -> str:
              f"shutdown: applications deleted in {t['delete_s']:.1f} s, cluster stopped in "
              f"{t['cluster_shutdown_s']:.1f} s. Idle (no queries), the Ray cluster and this process use "
              f"{t['idle_cpu_per_s']:.2f} CPU-s/s (the local backend {t['local_idle_cpu_per_s']:.2f}); "
-             "*marginal* CPU per query below subtracts that idle use over the cell's duration.", ""]
+             "*marginal* CPU per query below subtracts that idle use over the cell's duration. CPU is summed over "
+             "the processes alive at the end of a cell, so cells where processes die (crash, kill, node) under-count "
+             "it (even below zero); compare CPU on the no-fault rows only.", ""]
     for line in _ratios(rows, t):
         lines.append(f"- {line}")
     lines += ["", "| backend | scenario | policy | rate | p50 ms | p99 ms | p99.9 ms | degraded | lost | re-sent "
