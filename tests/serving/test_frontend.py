@@ -216,3 +216,37 @@ def test_bad_configuration_is_refused(linear_f) -> None:
     pool, _ = make_pool(linear_f, 3, 1, 3)
     with pytest.raises(ValueError, match="must have shape"):
         asyncio.run(Frontend(pool, code).predict(torch.randn(2, 2)))
+
+
+class _OnNode(FakeInstance):
+    """A fake instance on a named node: instances can share a failure domain, as Ray replicas do."""
+
+    shares_domains = True
+
+    def __init__(self, *args, node: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.node = node
+
+    @property
+    def domain(self) -> str:
+        return self.node
+
+
+@pytest.mark.parametrize("model_nodes", [["a", "a", "b", "b"], ["a", "a", "a", "a"]])
+def test_group_members_and_parities_land_on_distinct_nodes(linear_f, model_nodes) -> None:
+    code = build_code("sum", "subtraction", CodeSpec(2, 1), SHAPE, (5,))
+    # Pool order puts two same-node instances first: picking by instance alone would pair them.
+    models = [_OnNode(f"model-{i}", "model", linear_f, jitter(0.001, i), node=n) for i, n in enumerate(model_nodes)]
+    parity = _OnNode("parity-0", "parity", _parity_f(linear_f, 2, 0), jitter(0.001, 9), parity_index=0, node="c")
+    frontend = Frontend(InstancePool([*models, parity]), code, FrontendConfig(decode_grace_s=0.002))
+    xs = torch.arange(1, 41, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, *SHAPE).contiguous()
+    results = run(fire(frontend, xs, gap=0.004))
+    assert all(not isinstance(r, BaseException) for r in results)
+    node_of = {float(x.flatten()[0]): inst.node for inst in models for x in inst.seen}
+    assert len(node_of) == 40 and frontend.stats.resent == 0
+    pairs = [(node_of[2 * i + 1.0], node_of[2 * i + 2.0]) for i in range(20)]
+    if len(set(model_nodes)) > 1:
+        assert all(a != b for a, b in pairs), pairs  # node-level anti-affinity
+    else:  # one node holds every model: groups still spread over distinct instances
+        members = {float(x.flatten()[0]): inst.name for inst in models for x in inst.seen}
+        assert all(members[2 * i + 1.0] != members[2 * i + 2.0] for i in range(20))

@@ -22,7 +22,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
               frontend: Mapping[str, Any] | None = None, worker: Mapping[str, Any] | None = None,
               capacity: int = 64, max_batch: int = 64, mean: Sequence[float] | None = None,
               std: Sequence[float] | None = None, backend: str = "local",
-              ray_address: str | None = None) -> web.Application:
+              ray_address: str | None = None, ray: Mapping[str, Any] | None = None) -> web.Application:
     """The aiohttp application; workers start with the app and stop with it.
 
     Args:
@@ -38,6 +38,9 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (Ray Serve deployments,
             ``pip install 'parm[ray]'``).
         ray_address: ``backend="ray"``: a running cluster to join; None starts one on 127.0.0.1.
+        ray: ``backend="ray"``: :class:`~parm.serving.rayserve.RaySettings` fields (``actor_options``
+            with ``num_cpus``/``num_gpus``/``resources``, ``spread``, health-check periods, ``loopback``).
+            Each instance is one replica, so ``model_instances``/``parity_instances`` are the replica counts.
 
     Raises:
         ValueError: unknown backend, or ``policy=parm`` without a parity artifact.
@@ -51,9 +54,12 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     if config.policy != "parm":
         parity_instances = 0
     r = code.spec.r if code is not None else 1
-    instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker)
-    service = PredictionService(Frontend(InstancePool(instances.instances, capacity), code, config),
-                                input_shape, max_batch=max_batch, mean=mean, std=std, task=task)
+    instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker, ray)
+    pool = InstancePool(instances.instances, capacity)
+    if backend == "ray":
+        instances.on_change.append(pool.notify)  # a replica back up wakes dispatchers waiting for one
+    service = PredictionService(Frontend(pool, code, config), input_shape, max_batch=max_batch, mean=mean, std=std,
+                                task=task)
     app = service.app()
 
     async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
@@ -89,13 +95,13 @@ def _read_model_files(base: str, parity: str | None,
 
 
 def _instances(backend: str, base: str, parity: str | None, model_instances: int, parity_instances: int, r: int,
-               ray_address: str | None, worker: Mapping[str, Any] | None) -> Any:
+               ray_address: str | None, worker: Mapping[str, Any] | None, ray: Mapping[str, Any] | None) -> Any:
     """Model and parity instances as local worker processes or Ray Serve deployments."""
     if backend == "ray":
-        from parm.serving.rayserve import RayBackend
+        from parm.serving.rayserve import RayBackend, RaySettings
 
         return RayBackend.for_code(base, parity, model_instances, parity_instances, r=r, address=ray_address,
-                                   **dict(worker or {}))
+                                   settings=RaySettings(**dict(ray or {})), **dict(worker or {}))
     return LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
 
 
