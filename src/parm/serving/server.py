@@ -36,7 +36,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         max_batch: most queries per HTTP request.
         mean, std: normalisation of ``uint8`` inputs; by default the one stored with F by train.py.
         backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (Ray Serve deployments,
-            ``pip install 'parm[ray]'``).
+            ``pip install 'parity-models[ray]'``).
         ray_address: ``backend="ray"``: a running cluster to join; None starts one on 127.0.0.1.
 
     Raises:
