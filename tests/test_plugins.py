@@ -7,16 +7,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from importlib.metadata import EntryPoint, distribution
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
+import torch
 
 import parm.coding.registry as registry_mod
 from helpers import TINY
-from parm.coding import Encoder, PluginError, PluginImportError
-from parm.coding.registry import AUTOLOAD_ENV, Registry
 from parm import DISTRIBUTION
+from parm.coding import CodeSpec, Encoder, PluginError, PluginImportError, build_code
+from parm.coding.registry import AUTOLOAD_ENV, Registry
 from parm_coders.concat import ConcatEncoder
 from parm_coders.sum import SumEncoder
 
@@ -108,6 +109,20 @@ def test_env_var_still_allows_registering_by_hand(fake_registry: Registry[Encode
     monkeypatch.setenv(AUTOLOAD_ENV, "1")
     fake_registry.register("mine", SumEncoder)
     assert fake_registry.get("mine") is SumEncoder
+
+
+def test_the_example_plugin_package_is_installed_and_serves_its_coders() -> None:
+    """plugins/parm-example, the template of the README's plugin contract, installed by the setup command."""
+    try:
+        dist = distribution("parm-example")
+    except PackageNotFoundError:
+        pytest.fail("plugins/parm-example is not installed: pip install -e plugins/parm-example (README setup).")
+    assert {ep.name for ep in dist.entry_points} == {"weighted", "nearest"}
+    code = build_code("weighted", "nearest", CodeSpec(2, 1), (4,), (3,))
+    assert torch.equal(code.encoder.coefficients, torch.tensor([[0.5, 0.5]]))
+    outputs, parities = torch.randn(1, 2, 3), torch.randn(1, 1, 3)
+    available = torch.tensor([[False, True, True]])
+    torch.testing.assert_close(code.decode(outputs, parities, available)[0, 0], parities[0, 0])  # P / (0.5 + 0.5)
 
 
 PLUGIN_PYPROJECT = """
