@@ -36,18 +36,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench_loops import Clock, PlainLoop, ReferenceLoop, evaluate, rates_of, speed_of_light
 from parm import pipeline
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
 
 # ---- parm's own loop -------------------------------------------------------------------------------------
 
@@ -83,16 +78,16 @@ def parm_fit(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str
              warmup_steps: int = 0) -> tuple[pipeline.ParityParts, dict[str, float]]:
     """Fit a fresh ParityModule through the pipeline's Trainer; throughput of the training pass.
 
-    Validation and checkpoint files are left out: they are not training, and on a GPU with short epochs
-    writing two ResNet-18 checkpoints per epoch would dominate time-to-accuracy.
+    Validation and checkpoint files are left out (the config selects ``callbacks=bench``): they are not
+    training, and on a GPU with short epochs writing two ResNet-18 checkpoints per epoch would dominate
+    time-to-accuracy.
     """
     pl.seed_everything(cfg.seed, verbose=False)
     parts = pipeline.build_parity(cfg, datamodule, model_spec, out_dir)
     trainer = pipeline.make_trainer(cfg, out_dir, monitor="val/agreement", max_epochs=epochs,
                                     limit_val_batches=0, enable_progress_bar=False)
-    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
-    trainer.callbacks.extend(callbacks)
-    monitor = pipeline._throughput(trainer)
+    trainer.callbacks.extend(callbacks)  # type: ignore[attr-defined]
+    monitor = pipeline.throughput_monitor(trainer)
     monitor.warmup_steps = warmup_steps
     trainer.fit(parts.module, datamodule=datamodule)
     rates = rates_of(monitor.samples, monitor.seconds, parts.code.spec.k)
@@ -106,13 +101,12 @@ def parm_fit(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str
 def compose_config(args: argparse.Namespace, out_dir: Path) -> DictConfig:
     overrides = [f"data={args.data}", f"model={args.model}", f"k={args.k}", f"encoder={args.encoder}",
                  f"data.groups_per_batch={args.groups_per_batch}", f"output_dir={out_dir}", "logger=csv",
-                 "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+                 "trainer.enable_progress_bar=false", f"seed={args.seed}", "callbacks=bench"]
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     if args.cache_dir:
         overrides.append(f"cache_dir={args.cache_dir}")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[*overrides, *args.set])
+    return pipeline.compose([*overrides, *args.set])
 
 
 def hardware(device: torch.device) -> str:
@@ -132,7 +126,7 @@ class Bench:
         pl.seed_everything(self.cfg.seed, workers=True)
         self.datamodule: TensorDataModule = instantiate(self.cfg.data)
         self.datamodule.setup("fit")
-        self.model_spec = pipeline._model_spec(self.cfg.model, self.datamodule.input_shape,
+        self.model_spec = pipeline.model_spec(self.cfg.model, self.datamodule.input_shape,
                                                self.datamodule.num_classes)
         use_cuda = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
         self.device = torch.device("cuda" if use_cuda else "cpu")

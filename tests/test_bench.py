@@ -54,7 +54,7 @@ def test_plain_loop_loss_is_parms_training_loss(tmp_path: Path, tiny_data_dir: P
                                                   "data.groups_per_batch=8", "trainer.accelerator=cpu"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    spec = pipeline.model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
     parts = bench_train.fresh_parts(cfg, datamodule, spec, tmp_path)
     plain = bench_loops.PlainLoop(parts, datamodule, cfg, torch.device("cpu"), seed=0)
     index = torch.randperm(len(datamodule.split("train")[0]))[:16]
