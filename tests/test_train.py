@@ -38,8 +38,9 @@ def test_parity_run_writes_summary_artifacts_and_beats_chance(tmp_path: Path, ti
 def test_base_is_cached_and_reused(tmp_path: Path, tiny_data_dir: Path) -> None:
     first = run_train(tmp_path, tiny_data_dir, TINY)
     second = run_train(tmp_path, tiny_data_dir, [*TINY, "k=3", "encoder=concat"])
-    assert first["artifacts"]["base"] == second["artifacts"]["base"], "F must not depend on the code"
-    assert Path(first["artifacts"]["base"]).is_relative_to(tmp_path / "cache")
+    assert first["artifacts"]["base_source"] == second["artifacts"]["base_source"], "F must not depend on the code"
+    assert Path(first["artifacts"]["base_source"]).is_relative_to(tmp_path / "cache")
+    assert first["artifacts"]["base"] == str(tmp_path / "run" / "base.pt")  # the run folder holds F too
 
 
 def test_stage_base_trains_and_saves_f(tmp_path: Path, tiny_data_dir: Path) -> None:
