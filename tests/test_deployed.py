@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from helpers import TINY, run_train
 from parm.api import parity_module
 from parm.base_model import check_accuracy, load_base, model_spec, parity_spec, recorded_accuracy, validation_accuracy
 from parm.data import build_datamodule
@@ -185,3 +186,35 @@ def test_python_api_trains_parity_models_for_any_module(tiny_data_dir: Path, use
     (results,) = trainer.test(module, datamodule=dm, verbose=False)
     assert "test/degraded_acc" in results and "test/available_acc" in results
     assert not torch.equal(before, module.parity_models[0].conv.weight)
+
+
+def test_train_py_with_a_users_own_model_as_plain_state_dict(user_module, tmp_path: Path,
+                                                              tiny_data_dir: Path) -> None:
+    """`model._target_=user_model.Net +model.width=8 base.ckpt=net.pt`: no adapter code."""
+    torch.manual_seed(0)
+    torch.save(user_module.Net(width=8).state_dict(), tmp_path / "net.pt")
+    overrides = [*TINY, "model._target_=user_model.Net", "+model.width=8", f"base.ckpt={tmp_path / 'net.pt'}"]
+    with pytest.warns(UserWarning, match=r"near chance"):  # an untrained F: reported loudly before training
+        summary = run_train(tmp_path, tiny_data_dir, overrides)
+    assert 0.0 <= summary["test"]["degraded_acc"] <= 1.0
+    base, header = load_model(tmp_path / "run" / "base.pt")  # the run folder holds F for serving
+    assert header["spec"] == {"_target_": "user_model.Net", "width": 8}
+    parity = torch.load(tmp_path / "run" / "parity.pt", weights_only=True)
+    assert parity["meta"]["model_spec"] == header["spec"]  # F_P: F's own architecture
+
+
+def test_train_py_with_a_torchscript_f_and_its_raw_pixel_input(tmp_path: Path, tiny_data_dir: Path) -> None:
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(ReferenceMLP().eval()), tmp_path / "f.pt")
+    given = [*TINY, f"base.ckpt={tmp_path / 'f.pt'}", "base.input_transform=none", "base.check_accuracy=false"]
+    with pytest.raises(ValueError, match=r"compiled program .*choose one: parity_model=mlp\|lenet5"):
+        run_train(tmp_path, tiny_data_dir, given)
+    summary = run_train(tmp_path, tiny_data_dir, [*given, "parity_model=mlp"], "run2")
+    assert 0.0 <= summary["test"]["degraded_acc"] <= 1.0
+    served = load_instance_model(WorkerSpec("model-0", summary["artifacts"]["base"]))
+    assert isinstance(served, DeployedModel) and served.transform_spec == "none"
+
+
+def test_an_input_transform_for_an_f_parm_trains_is_refused(tmp_path: Path, tiny_data_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"base.input_transform=none .*describes a given F \(base.ckpt=...\)"):
+        run_train(tmp_path, tiny_data_dir, [*TINY, "base.input_transform=none"])
