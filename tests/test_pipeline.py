@@ -21,8 +21,9 @@ def test_default_callbacks_keep_last_and_best_by_the_stage_monitor(tmp_path: Pat
     assert [type(cb) for cb in callbacks] == [ModelCheckpoint, ModelCheckpoint, ThroughputMonitor, HostProgressBar]
     best, last = callbacks[0], callbacks[1]
     assert isinstance(best, ModelCheckpoint) and isinstance(last, ModelCheckpoint)
-    assert (best.monitor, best.filename, best.dirpath) == ("val/agreement", "best", str(tmp_path / "run" / "checkpoints"))
-    assert (last.monitor, last.filename, last.dirpath) == (None, "last", str(tmp_path / "run" / "checkpoints"))
+    folder = str(tmp_path / "run" / "checkpoints")
+    assert (best.monitor, best.filename, best.dirpath) == ("val/agreement", "best", folder)
+    assert (last.monitor, last.filename, last.dirpath) == (None, "last", folder)
     quiet = pipeline.build_callbacks(cfg, tmp_path, monitor="val/acc", progress=False)
     assert not any(isinstance(cb, HostProgressBar) for cb in quiet)
 
