@@ -111,8 +111,14 @@ class ParityModule(LogSteps, pl.LightningModule):
         self._parity_calls: list[Callable[[torch.Tensor], torch.Tensor]] = [
             torch.compile(m, mode=mode, dynamic=False) if mode else m for m in self.parity_models]
         self.target_seconds = 0.0  # time spent precomputing F's training outputs
+        self.run_identity: dict[str, Any] | None = None  # set by the pipeline; saved in checkpoints
         self.val_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
         self.test_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which run this is (code, F, parity model), so a resume with other settings is refused."""
+        if self.run_identity is not None:
+            checkpoint["parm_run"] = dict(self.run_identity)
 
     def train(self, mode: bool = True) -> ParityModule:
         super().train(mode)

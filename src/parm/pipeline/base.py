@@ -24,7 +24,16 @@ from parm.tasks import Task
 
 def base_datamodule(cfg: DictConfig) -> TensorDataModule:
     """The configured data served one sample per group, ``base.batch_size`` per batch, as F trains on it."""
-    return instantiate(cfg.data, group_size=1, groups_per_batch=cfg.base.batch_size)
+    datamodule = instantiate(cfg.data, group_size=1, groups_per_batch=cfg.base.batch_size)
+    try:
+        datamodule.setup("fit")
+    except ValueError as e:
+        if "fewer than one batch" not in str(e):
+            raise
+        # The datamodule speaks of its own groups_per_batch; for F that is base.batch_size.
+        raise ValueError(f"{e} For F the batch is base.batch_size={cfg.base.batch_size} samples: lower "
+                         f"base.batch_size.".replace(" Lower groups_per_batch.", "")) from e
+    return datamodule
 
 
 def train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Path, save_to: Path | None = None,

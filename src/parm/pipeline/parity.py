@@ -19,6 +19,7 @@ from parm.lit import ParityModule
 from parm.lit.parity import compile_mode
 from parm.models.checkpoint import build_from_spec, read_checkpoint
 from parm.pipeline.base import load_or_train_base
+from parm.pipeline.checks import check_resume, run_identity
 from parm.pipeline.config import num_outputs, resolve_task, scaled_lr
 from parm.pipeline.trainer import (
     best_checkpoint,
@@ -79,6 +80,7 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
         cache_targets=(not datamodule.augment) if cache == "auto" else bool(cache),
         fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, **fast,
     )
+    module.run_identity = run_identity(code.names, code.spec, base_model, parity_spec)
     return ParityParts(module, base_path, parity_models, parity_spec, code, code_kwargs,
                        str(base_meta.get("source", base_path)))
 
@@ -130,6 +132,8 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``; the stage's summary."""
     parts = build_parity(cfg, datamodule, model_spec, out_dir)
     code, spec = parts.code, parts.code.spec
+    if cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, parts.module.run_identity or {})
     trainer = make_trainer(cfg, out_dir, monitor=f"val/{parts.module.task.parity_monitor}")
     metrics = fit_and_test(trainer, parts.module, datamodule, ckpt_path=cfg.ckpt_path)
     parity_path = out_dir / "parity.pt"
