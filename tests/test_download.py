@@ -149,3 +149,10 @@ def test_offline_says_which_file_where_and_the_download_command(tmp_path: Path,
     with pytest.raises(FileNotFoundError, match=r"expected the file .*fashion_mnist\.npz.*The download failed .*"
                        r"Download it with `python -m parm.data.download fashion_mnist --data-dir .*` on a machine"):
         build_datamodule("fashion_mnist", data_dir=str(tmp_path), group_size=2).setup()
+
+
+def test_the_download_command_prepares_a_dataset(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(dl.SOURCES, "mnist", _serve_idx(server, _mnist_files(np.random.default_rng(3))))
+    dl.main(["mnist", "--data-dir", str(tmp_path)])
+    assert (tmp_path / "mnist.npz").exists() and "mnist: ready in" in capsys.readouterr().out

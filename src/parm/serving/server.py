@@ -74,8 +74,14 @@ def _read_model_files(base: str, parity: str | None,
     from parm.models.checkpoint import load_model
 
     _, header = load_model(base)
-    input_shape = tuple(header["spec"]["input_shape"])
-    normalization = dict((header.get("meta") or {}).get("normalization") or {})
+    meta = header.get("meta") or {}
+    # train.py records the query shape in base.pt's meta; parm's own architectures also take it as an argument.
+    shape = meta.get("input_shape") or header["spec"].get("input_shape")
+    if shape is None and parity is None:
+        raise ValueError(f"{base} records no input shape (F's constructor takes none); serve the base.pt of a "
+                         f"train.py run, which records it, or pass serve.parity=<run>/parity.pt.")
+    input_shape = tuple(shape or ())
+    normalization = dict(meta.get("normalization") or {})
     if parity is None:
         if policy == "parm":
             raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
