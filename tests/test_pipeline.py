@@ -63,3 +63,10 @@ def test_no_caller_reaches_into_private_pipeline_names_or_composes_by_hand() -> 
         if path.name != "config.py":
             assert "initialize_config_dir" not in text.replace('"initialize_config_dir"', ""), \
                 f"{path.name} composes the config itself: use parm.pipeline.compose"
+
+
+def test_tests_import_the_package_never_scripts() -> None:
+    through_path = re.compile(r"sys\.path\.(insert|append)\([^)]*scripts")
+    for path in ROOT.glob("tests/**/*.py"):
+        assert not through_path.search(path.read_text()), \
+            f"{path.name} imports scripts/ through sys.path: import parm.bench instead"

@@ -121,7 +121,7 @@ def load_or_train_base(cfg: DictConfig, model_spec: dict[str, Any], out_dir: Pat
     # Every DDP rank writes the same bytes atomically (temp file, rename), so none reads a partial file.
     save_model(run_copy, model, header["spec"], meta={**meta, "source": str(path), "normalization": {
         "mean": datamodule.mean.tolist(), "std": datamodule.std.tolist()}, "net_spec": header["net_spec"],
-        "input_shape": list(datamodule.input_shape)})
+        "input_shape": list(datamodule.input_shape), "task": datamodule.task})
     return model, run_copy
 
 

@@ -16,7 +16,7 @@ from parm.artifacts import code_record, save_parity
 from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
-from parm.lit.parity import compile_mode
+from parm.lit.speed import FastPath, compile_mode
 from parm.models.checkpoint import build_from_spec, read_checkpoint
 from parm.pipeline.base import load_or_train_base
 from parm.pipeline.checks import check_resume, run_identity
@@ -47,7 +47,7 @@ class ParityParts:
 def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
                  out_dir: Path) -> ParityParts:
     """F (loaded or trained first), the code, F_P and the :class:`ParityModule`, as configured."""
-    fast = fast_path_options(cfg)  # checks parity.compile before F is trained
+    compile_mode(OmegaConf.select(cfg, "parity.compile", default=False))  # refused before F is trained
     task = resolve_task(cfg, datamodule)
     task.check_parity_loss(cfg.parity.loss)
     base_model, base_path = load_or_train_base(cfg, model_spec, out_dir, datamodule)
@@ -67,18 +67,15 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     if cfg.parity.init_from_base:
         for model in parity_models:
             model.load_state_dict(base_model_lib.network(base_model).state_dict())
-    if fast["channels_last"] == "auto":
-        fast["channels_last"] = _wants_channels_last(cfg, base_model)
-    if fast["channels_last"]:
+    fast = fast_path(cfg, base_model, augment=datamodule.augment)
+    if fast.channels_last:
         for model in (base_model, *parity_models):
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
-    cache = cfg.parity.cache_targets
     module = ParityModule(
         base_model, parity_models, code, optimizer=instantiate(cfg.optimizer, lr=scaled_lr(cfg)),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss, task=task,
         default_answer=task.default_answer(datamodule.split("train")[1]),
-        cache_targets=(not datamodule.augment) if cache == "auto" else bool(cache),
-        fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, **fast,
+        fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, fast=fast,
     )
     module.run_identity = run_identity(code.names, code.spec, base_model, parity_spec)
     return ParityParts(module, base_path, parity_models, parity_spec, code, code_kwargs,
@@ -107,19 +104,20 @@ def _build_code(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[Code, tu
     return code, kwargs
 
 
-def fast_path_options(cfg: DictConfig, base_model: torch.nn.Module | None = None) -> dict[str, Any]:
-    """``compile``, ``channels_last`` and ``precompute_targets`` for :class:`ParityModule`.
+def fast_path(cfg: DictConfig, base_model: torch.nn.Module, augment: bool) -> FastPath:
+    """The ``parity.*`` speed settings for :class:`ParityModule`, with ``auto`` values decided.
 
+    ``parity.cache_targets: auto`` caches F's outputs unless training inputs are augmented (``augment``);
     ``parity.channels_last: auto`` turns it on for convolutional networks trained on CUDA, where
-    tensor-core convolutions want NHWC; on CPU it only costs layout conversions. Without ``base_model``
-    it stays ``"auto"`` for the caller to decide once F exists.
+    tensor-core convolutions want NHWC; on CPU it only costs layout conversions.
     """
     channels_last = OmegaConf.select(cfg, "parity.channels_last", default="auto")
-    if channels_last == "auto" and base_model is not None:
-        channels_last = _wants_channels_last(cfg, base_model)
-    return {"compile": compile_mode(OmegaConf.select(cfg, "parity.compile", default=False)) or False,
-            "channels_last": channels_last if channels_last == "auto" else bool(channels_last),
-            "precompute_targets": bool(OmegaConf.select(cfg, "parity.precompute_targets", default=True))}
+    cache = OmegaConf.select(cfg, "parity.cache_targets", default="auto")
+    return FastPath(compile=compile_mode(OmegaConf.select(cfg, "parity.compile", default=False)) or False,
+                    channels_last=(_wants_channels_last(cfg, base_model) if channels_last == "auto"
+                                   else bool(channels_last)),
+                    cache_targets=(not augment) if cache == "auto" else bool(cache),
+                    precompute_targets=bool(OmegaConf.select(cfg, "parity.precompute_targets", default=True)))
 
 
 def _wants_channels_last(cfg: DictConfig, base_model: torch.nn.Module) -> bool:

@@ -45,7 +45,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     if backend not in ("local", "ray"):
         raise ValueError(f"serve.backend must be 'local' or 'ray', got {backend!r}.")
     config = FrontendConfig(**dict(frontend or {}))
-    code, input_shape, stored = _read_model_files(base, parity, config.policy)
+    code, input_shape, stored, task = _read_model_files(base, parity, config.policy)
     mean = stored.get("mean") if mean is None else mean
     std = stored.get("std") if std is None else std
     if config.policy != "parm":
@@ -53,7 +53,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     r = code.spec.r if code is not None else 1
     instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker)
     service = PredictionService(Frontend(InstancePool(instances.instances, capacity), code, config),
-                                input_shape, max_batch=max_batch, mean=mean, std=std)
+                                input_shape, max_batch=max_batch, mean=mean, std=std, task=task)
     app = service.app()
 
     async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
@@ -69,8 +69,8 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
 
 
 def _read_model_files(base: str, parity: str | None,
-                      policy: str) -> tuple[Code | None, tuple[int, ...], dict[str, Any]]:
-    """The code (from parity.pt), the query shape and F's stored input normalisation."""
+                      policy: str) -> tuple[Code | None, tuple[int, ...], dict[str, Any], str]:
+    """The code (from parity.pt), the query shape, F's stored input normalisation and its task."""
     from parm.models.checkpoint import load_model
 
     _, header = load_model(base)
@@ -82,14 +82,15 @@ def _read_model_files(base: str, parity: str | None,
                          f"train.py run, which records it, or pass serve.parity=<run>/parity.pt.")
     input_shape = tuple(shape or ())
     normalization = dict(meta.get("normalization") or {})
+    task = str(meta.get("task") or "classification")  # F's files from before tasks existed are classifiers
     if parity is None:
         if policy == "parm":
             raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
-        return None, input_shape, normalization
+        return None, input_shape, normalization, task
     from parm.artifacts import load_parity
 
     artifact = load_parity(parity)
-    return artifact.code, artifact.input_shape, normalization
+    return artifact.code, artifact.input_shape, normalization, task
 
 
 def _instances(backend: str, base: str, parity: str | None, model_instances: int, parity_instances: int, r: int,
