@@ -204,8 +204,8 @@ def test_train_py_with_a_users_own_model_as_plain_state_dict(user_module, tmp_pa
     from parm.serving.server import _read_model_files
 
     for policy, parity_path in (("plain", None), ("parm", str(tmp_path / "run" / "parity.pt"))):
-        code, shape, normalization = _read_model_files(str(tmp_path / "run" / "base.pt"), parity_path, policy)
-        assert shape == (1, 28, 28) and len(normalization["mean"]) == 1  # serve.py reads the run folder
+        code, shape, normalization, task = _read_model_files(str(tmp_path / "run" / "base.pt"), parity_path, policy)
+        assert shape == (1, 28, 28) and len(normalization["mean"]) == 1 and task == "classification"
 
 
 def test_train_py_with_a_torchscript_f_and_its_raw_pixel_input(tmp_path: Path, tiny_data_dir: Path) -> None:
