@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -216,16 +215,11 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_missing_file_says_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"expected the file .*mnist\.npz.*data_dir=.*PARM_DATA_DIR"):
         mnist(tmp_path).setup()
-    with pytest.raises(FileNotFoundError, match=r"cifar10_train_part1\.npz.*pip install 'parm\[vision\]'"):
+    with pytest.raises(FileNotFoundError, match=r"cifar10_train_part1\.npz.*data.download is off. Download it with "
+                       r"`python -m parm.data.download cifar10 --data-dir .*`"):
         build_datamodule("cifar10", data_dir=str(tmp_path), download=False, group_size=2).setup()
     with pytest.raises(FileNotFoundError, match=r"catdog.*train.*<class>"):
         build_datamodule("image_folder", data_dir=str(tmp_path), group_size=2).setup()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="would try a real download")
-def test_missing_file_without_torchvision(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"torchvision, which is not installed: pip install 'parm\[vision\]'"):
-        build_datamodule("fashion_mnist", data_dir=str(tmp_path), group_size=2).setup()
 
 
 def _rewrite_mnist(path: Path, **changes: np.ndarray | None) -> None:

@@ -20,7 +20,7 @@ try:
     import ray._private.ray_constants as ray_constants
     from ray.cluster_utils import Cluster
 except ImportError as e:
-    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parm[ray]'`.") from e
+    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parity-models[ray]'`.") from e
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 

@@ -26,7 +26,7 @@ try:
     import ray
     from ray import serve
 except ImportError as e:
-    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parm[ray]'`.") from e
+    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parity-models[ray]'`.") from e
 
 
 LOOPBACK_REPLICA_ENV = "PARM_RAY_LOOPBACK"

@@ -1,4 +1,4 @@
-"""The ``ray`` backend: every instance is a one-replica Ray Serve deployment (``pip install parm[ray]``).
+"""The ``ray`` backend: every instance is a one-replica Ray Serve deployment (``pip install 'parity-models[ray]'``).
 
 One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single
 :class:`~parm.serving.rayreplica.ParmReplica`, so the frontend's
@@ -50,7 +50,7 @@ try:
     from ray.serve.exceptions import RayServeException, RequestCancelledError
     from ray.serve.handle import DeploymentHandle, DeploymentResponse
 except ImportError as e:
-    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parm[ray]'`.") from e
+    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parity-models[ray]'`.") from e
 
 from parm.serving.raycluster import LOOPBACK_ENV, loopback_only  # noqa: E402
 from parm.serving.rayreplica import LOOPBACK_REPLICA_ENV, ParmReplica  # noqa: E402

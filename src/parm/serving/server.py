@@ -36,7 +36,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         max_batch: most queries per HTTP request.
         mean, std: normalisation of ``uint8`` inputs; by default the one stored with F by train.py.
         backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (Ray Serve deployments,
-            ``pip install 'parm[ray]'``).
+            ``pip install 'parity-models[ray]'``).
         ray_address: ``backend="ray"``: a running cluster to join; None starts one on 127.0.0.1.
         ray: ``backend="ray"``: :class:`~parm.serving.rayserve.RaySettings` fields (``actor_options``
             with ``num_cpus``/``num_gpus``/``resources``, ``spread``, health-check periods, ``loopback``).
@@ -80,8 +80,13 @@ def _read_model_files(base: str, parity: str | None,
     from parm.models.checkpoint import load_model
 
     _, header = load_model(base)
-    input_shape = tuple(header["spec"]["input_shape"])
     meta = header.get("meta") or {}
+    # train.py records the query shape in base.pt's meta; parm's own architectures also take it as an argument.
+    shape = meta.get("input_shape") or header["spec"].get("input_shape")
+    if shape is None and parity is None:
+        raise ValueError(f"{base} records no input shape (F's constructor takes none); serve the base.pt of a "
+                         f"train.py run, which records it, or pass serve.parity=<run>/parity.pt.")
+    input_shape = tuple(shape or ())
     normalization = dict(meta.get("normalization") or {})
     task = str(meta.get("task") or "classification")  # F's files from before tasks existed are classifiers
     if parity is None:
