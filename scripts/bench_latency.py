@@ -33,6 +33,8 @@ from parm.serving.loadgen import RunResult, format_table, run_poisson
 from parm.serving.local import LocalBackend, LocalInstance
 from parm.serving.worker import WorkerSpec
 
+SHARED_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")  # the README's ../shared/data
+
 
 def load_mnist(normalization: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised ``(n, 1, 28, 28)`` float32 train/test images and labels.
@@ -41,7 +43,7 @@ def load_mnist(normalization: dict | None = None) -> tuple[np.ndarray, np.ndarra
         normalization: ``{"mean": [..], "std": [..]}`` in [0, 1] pixel scale, as train.py stores it in
             base.pt's meta; None: the training split's own mean and std.
     """
-    path = Path(os.environ.get("PARM_DATA_DIR", "/work/shared/data")) / "mnist.npz"
+    path = Path(os.environ.get("PARM_DATA_DIR", SHARED_DATA)) / "mnist.npz"
     d = np.load(path, allow_pickle=False)
     xtr, xte = (d[k].astype(np.float32)[:, None] / 255.0 for k in ("x_train", "x_test"))
     if normalization:
@@ -83,7 +85,7 @@ def train_quick(out: Path, k: int, r: int, seed: int) -> tuple[str, str]:
     if base.exists() and parity.exists():
         return str(base), str(parity)
     torch.manual_seed(seed)
-    raw = np.load(Path(os.environ.get("PARM_DATA_DIR", "/work/shared/data")) / "mnist.npz")["x_train"] / 255.0
+    raw = np.load(Path(os.environ.get("PARM_DATA_DIR", SHARED_DATA)) / "mnist.npz")["x_train"] / 255.0
     normalization = {"mean": [float(raw.mean())], "std": [float(raw.std())]}
     xtr, ytr, _, _ = load_mnist(normalization)
     x, y = torch.from_numpy(xtr), torch.from_numpy(ytr)
@@ -182,6 +184,39 @@ def _row(name: str, rate: float, result: RunResult, labels: np.ndarray, frontend
             "latencies_ms": np.nan_to_num(result.latency * 1e3, nan=-1).round(4).tolist()}
 
 
+def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
+    """``--backend ray``: the scenarios of :mod:`parm.serving.raybench`; writes <name>.json and <name>.md."""
+    import ray
+
+    from parm.artifacts import load_parity
+    from parm.serving import raybench
+
+    code = load_parity(parity).code
+    _, _, xte, yte = load_mnist(stored_normalization(base))
+    idx = np.random.default_rng(args.seed).choice(len(xte), size=args.queries, replace=False)
+    cfg = raybench.RayBenchConfig(
+        rates=args.rates, policies=args.policies, scenarios=args.scenarios, n_model=args.model_instances,
+        nodes=args.nodes, grace_ms=args.grace_ms[0], hedge_ms=args.hedge_ms, group_timeout_ms=args.group_timeout_ms,
+        capacity=args.capacity, worker_batch=args.worker_batch, service_ms=args.service_ms,
+        faults=FaultConfig(slow_share=args.slow_share, mean_slow_s=args.slow_mean_s, min_factor=args.slow_factor),
+        crash_rate=args.crash_rate or 0.05, seed=args.seed)
+    load0 = os.getloadavg()[0]
+    def show(row: dict) -> None:
+        print(format_table([{**row, "policy": f"{row['backend']}/{row['scenario']}/{row['policy']}"}]), flush=True)
+
+    data = asyncio.run(raybench.run(cfg, base, parity, code, torch.from_numpy(xte[idx]), yte[idx], on_row=show))
+    command = (f"python scripts/bench_latency.py --backend ray --rates {' '.join(f'{r:g}' for r in args.rates)} "
+               f"--queries {args.queries} --policies {' '.join(args.policies)} --scenarios {' '.join(args.scenarios)} "
+               f"--nodes {args.nodes} --out docs/results --name {args.name}")
+    data.update(name=args.name, command=command, ray_version=ray.__version__, nodes=args.nodes,
+                service_ms=args.service_ms, queries=args.queries, load=[load0, os.getloadavg()[0]])
+    print(format_table([{**r, "policy": f"{r['backend']}/{r['scenario']}/{r['policy']}"} for r in data["rows"]]))
+    print(raybench.render(data))
+    (args.out / f"{args.name}.json").write_text(json.dumps(data, indent=1))
+    (args.out / f"{args.name}.md").write_text(raybench.render(data))
+    print(f"wrote {args.out}/{args.name}.json and .md")
+
+
 def codec_cost(k: int, r: int, shape: list[int], repeat: int) -> list[dict]:
     """Mean encode + decode time per coding group (batch 1, one missing output), every linear coder."""
     from parm.coding import CodeSpec, build_code
@@ -263,6 +298,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--codec-only", action="store_true", help="only time encode + decode per group")
     p.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32], help="--codec-only input shape")
     p.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="ray: Ray Serve on a local multi-node cluster (parm.serving.raybench)")
+    p.add_argument("--scenarios", nargs="+", default=["none", "slow", "crash", "kill", "node"],
+                   choices=["none", "slow", "crash", "kill", "node"], help="--backend ray: which faults")
+    p.add_argument("--nodes", type=int, default=3, help="--backend ray: one-CPU nodes besides the head")
+    p.add_argument("--name", default="ray_latency", help="--backend ray: name of the JSON and Markdown written")
     return p.parse_args()
 
 
@@ -286,6 +327,9 @@ def main() -> None:
     else:
         base, parity = train_quick(args.out, args.k, args.r, args.seed)
     args.base, args.parity = base, parity
+    if args.backend == "ray":
+        bench_ray(args, base, parity)
+        return
     rows = asyncio.run(bench(args, base, parity))
     print(format_table(rows))
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},

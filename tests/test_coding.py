@@ -53,9 +53,10 @@ def test_missing_slots_may_hold_nan(encoder: str, decoder: str) -> None:
 
 
 @pytest.mark.parametrize("k,r", [(2, 1), (4, 1), (4, 2), (6, 3)])
-def test_sum_subtraction_recovers_exactly_for_linear_f(k: int, r: int) -> None:
+@pytest.mark.parametrize("encoder", ["sum", "weighted"])  # weighted: the example plugin, plugins/parm-example
+def test_linear_encoders_with_subtraction_recover_exactly_for_linear_f(encoder: str, k: int, r: int) -> None:
     torch.manual_seed(0)
-    code = build_code("sum", "subtraction", CodeSpec(k, r), (20,), (7,))
+    code = build_code(encoder, "subtraction", CodeSpec(k, r), (20,), (7,))
     weight = torch.randn(7, 20, dtype=torch.float64)
     x = torch.randn(8, k, 20, dtype=torch.float64)
     f = lambda t: t @ weight.T  # noqa: E731 - F is linear, so F_P = F is an exact parity model

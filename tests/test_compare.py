@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from parm.bench import compare_runs, reproduce
 from parm.runs import find_runs, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import compare_runs  # noqa: E402
-import reproduce  # noqa: E402
 
 
 def _fake_run(folder: Path, encoder: str, k: int, a_d: float, **extra: object) -> None:
@@ -88,7 +84,11 @@ def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_d
     assert "| mnist mlp k=4 concat | 1 | 32 |" in text, "the reference's 32 groups per batch above k = 2"
     assert "| mnist mlp k=2 learned | 1 | 64 |" in text and "| mnist mlp k=2 lac | 1 | 64 |" in text
     assert "0.886" in text, "the reference code's figure sits beside ours"
-    assert json.loads(report.with_suffix(".json").read_text())["mnist mlp k=2 sum"]["test"]["degraded_acc"] >= 0
+    record = json.loads(report.with_suffix(".json").read_text())
+    assert record["setups"][0]["name"] == "mnist mlp k=2 sum" and record["setups"][0]["test"]["degraded_acc"] >= 0
+    assert all(setup["train_seconds"] > 0 for setup in record["setups"]), "each row's training time is recorded"
+    assert "Rows `learned`: `code=learned`" in text
+    assert reproduce.accuracy_page(record) == text, "the page is its JSON rendered"
     records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
     assert len(records) == 5
 

@@ -186,3 +186,10 @@ def test_script_compares_codes_on_box_outputs(tmp_path: Path, berrut_env: dict[s
     assert set(methods) == {"parm-sum", "berrut-systematic", "berrut-linear-solve", "approxifer", "default"}
     assert all("degraded_miou" in r["metrics"] for name, r in methods.items() if name != "default")
     assert "IoU >= 0.75" in (tmp_path / "results" / "codes.md").read_text()
+
+
+def test_learned_and_lac_methods_select_their_whole_code_config() -> None:
+    from parm.bench.codes import code_overrides
+
+    assert code_overrides("learned") == ["code=learned"] and code_overrides("lac") == ["code=lac"]
+    assert code_overrides("concat") == ["encoder=concat", "decoder=subtraction"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +28,8 @@ EXPECTED = {
     "speech_commands": ((1, 40, 101), 10, torch.float32),
     "image_folder": ((3, 64, 64), 2, torch.uint8),
 }
+
+SHARED_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")  # the README's ../shared/data
 
 
 def mnist(data_dir: Path, **kwargs: object) -> TensorDataModule:
@@ -216,16 +217,11 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_missing_file_says_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"expected the file .*mnist\.npz.*data_dir=.*PARM_DATA_DIR"):
         mnist(tmp_path).setup()
-    with pytest.raises(FileNotFoundError, match=r"cifar10_train_part1\.npz.*pip install 'parm\[vision\]'"):
+    with pytest.raises(FileNotFoundError, match=r"cifar10_train_part1\.npz.*data.download is off. Download it with "
+                       r"`python -m parm.data.download cifar10 --data-dir .*`"):
         build_datamodule("cifar10", data_dir=str(tmp_path), download=False, group_size=2).setup()
     with pytest.raises(FileNotFoundError, match=r"catdog.*train.*<class>"):
         build_datamodule("image_folder", data_dir=str(tmp_path), group_size=2).setup()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="would try a real download")
-def test_missing_file_without_torchvision(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"torchvision, which is not installed: pip install 'parm\[vision\]'"):
-        build_datamodule("fashion_mnist", data_dir=str(tmp_path), group_size=2).setup()
 
 
 def _rewrite_mnist(path: Path, **changes: np.ndarray | None) -> None:
@@ -340,11 +336,11 @@ def test_lightning_fit_learns_tiny_mnist(tiny_data_dir: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not Path(os.environ.get("PARM_SHARED_DATA", "/work/shared/data"), "mnist.npz").exists(),
+    not Path(os.environ.get("PARM_SHARED_DATA", SHARED_DATA), "mnist.npz").exists(),
     reason="real MNIST not available (set PARM_SHARED_DATA)",
 )
 def test_real_mnist() -> None:
-    dm = build_datamodule("mnist", data_dir=os.environ.get("PARM_SHARED_DATA", "/work/shared/data"),
+    dm = build_datamodule("mnist", data_dir=os.environ.get("PARM_SHARED_DATA", SHARED_DATA),
                           group_size=2, download=False)
     assert dm.split("train")[0].shape == (55000, 1, 28, 28) and dm.split("test")[0].shape == (10000, 1, 28, 28)
     assert abs(float(dm.mean) - 0.1307) < 2e-3 and abs(float(dm.std) - 0.3081) < 2e-3

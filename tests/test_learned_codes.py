@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from helpers import TINY, compose_train, run_train
-from parm.artifacts import base_as_parity, load_parity, weights_digest
+from parm.artifacts import base_as_parity, load_parity, references_base, weights_digest
 from parm.coding import CodeSpec, build_code
 from parm.models.checkpoint import load_model, save_model
 from parm.serving.worker import WorkerSpec, load_instance_model
@@ -78,6 +78,8 @@ def test_learning_a_code_trains_only_the_code_and_ships_a_reference_to_f(tmp_pat
     payload = torch.load(summary["artifacts"]["parity"], weights_only=True)
     assert not any(key.startswith("parity_models") for key in payload["state_dict"]), "F's weights are not copied"
     assert payload["meta"]["meta"]["base_digest"] == weights_digest(base)
+    assert references_base(summary["artifacts"]["parity"]), "servers ship F's file with this artifact (ray backend)"
+    assert not references_base(summary["artifacts"]["base"])
     artifact = load_parity(summary["artifacts"]["parity"])
     assert weights_digest(artifact.parity_models[0]) == weights_digest(base), "the frozen F, unchanged by training"
     assert 0.0 <= summary["test"]["degraded_acc"] <= 1.0

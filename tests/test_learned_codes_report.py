@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from parm.learned_codes_report import render
+from parm.bench.learned_codes import render
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -28,8 +28,8 @@ def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     (tmp_path / "codes_mnist_lac_e3.json").write_text(json.dumps(lac))
     quality = _record("fashion_mnist", 20, [("parm-concat-tiled", 2, 0.85), ("parm-sum", 2, 0.80)], available=0.895)
     (tmp_path / "codes_fashion_mnist_reference_f_k2_e20.json").write_text(json.dumps(quality))
-    reproduced = {"mnist mlp k=2 concat": {"test": {"available_acc": 0.977, "degraded_acc": 0.966}, "epochs": 20,
-                                           "train_seconds": 40.0}}
+    reproduced = {"setups": [{"name": "mnist mlp k=2 concat", "test": {"available_acc": 0.977, "degraded_acc": 0.966},
+                              "epochs": 20, "train_seconds": 40.0}]}
     (tmp_path / "accuracy.json").write_text(json.dumps(reproduced))
     page = render(tmp_path)
     assert "- mnist mlp k=2 concat: A_a 0.9770, A_d 0.9660, gap 1.1 points (within 3: **met**); 20 epochs" in page

@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_callbacks_keep_last_and_best_by_the_stage_monitor(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, tmp_path)
     callbacks = pipeline.build_callbacks(cfg, tmp_path / "run", monitor="val/agreement")
-    assert [type(cb) for cb in callbacks] == [ModelCheckpoint, ThroughputMonitor, HostProgressBar]
-    checkpoint = callbacks[0]
-    assert isinstance(checkpoint, ModelCheckpoint)
-    assert (checkpoint.monitor, checkpoint.save_last, checkpoint.dirpath) == (
-        "val/agreement", True, str(tmp_path / "run" / "checkpoints"))
+    assert [type(cb) for cb in callbacks] == [ModelCheckpoint, ModelCheckpoint, ThroughputMonitor, HostProgressBar]
+    best, last = callbacks[0], callbacks[1]
+    assert isinstance(best, ModelCheckpoint) and isinstance(last, ModelCheckpoint)
+    folder = str(tmp_path / "run" / "checkpoints")
+    assert (best.monitor, best.filename, best.dirpath) == ("val/agreement", "best", folder)
+    assert (last.monitor, last.filename, last.dirpath) == (None, "last", folder)
     quiet = pipeline.build_callbacks(cfg, tmp_path, monitor="val/acc", progress=False)
     assert not any(isinstance(cb, HostProgressBar) for cb in quiet)
 
@@ -62,3 +63,10 @@ def test_no_caller_reaches_into_private_pipeline_names_or_composes_by_hand() -> 
         if path.name != "config.py":
             assert "initialize_config_dir" not in text.replace('"initialize_config_dir"', ""), \
                 f"{path.name} composes the config itself: use parm.pipeline.compose"
+
+
+def test_tests_import_the_package_never_scripts() -> None:
+    through_path = re.compile(r"sys\.path\.(insert|append)\([^)]*scripts")
+    for path in ROOT.glob("tests/**/*.py"):
+        assert not through_path.search(path.read_text()), \
+            f"{path.name} imports scripts/ through sys.path: import parm.bench instead"

@@ -7,15 +7,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
+import torch
 
 import parm.coding.registry as registry_mod
 from helpers import TINY
-from parm.coding import Encoder, PluginError, PluginImportError
+from parm import DISTRIBUTION
+from parm.coding import CodeSpec, Encoder, PluginError, PluginImportError, build_code
 from parm.coding.registry import AUTOLOAD_ENV, Registry
+from parm_coders.concat import ConcatEncoder
 from parm_coders.sum import SumEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +61,12 @@ def test_broken_plugin_names_plugin_distribution_and_cause(fake_registry: Regist
 
 
 def test_duplicate_names_are_refused_unless_overridden(fake_registry: Registry[Encoder]) -> None:
-    with pytest.raises(PluginError, match=r"'twice' is registered by several plugins: .*parm-a.*parm-b"):
+    assert fake_registry.get("good") is SumEncoder  # a duplicate elsewhere matters only when it is used
+    with pytest.raises(PluginError, match=r"'twice' is registered by several plugins: .*parm-a.*parm-b.*Choose one "
+                       r"by its distribution: encoder=parm-a:twice or encoder=parm-b:twice"):
         fake_registry.get("twice")
+    assert fake_registry.get("parm-b:twice") is ConcatEncoder  # chosen by distribution
+    assert fake_registry.get("parm-a:twice") is SumEncoder
     with pytest.raises(PluginError, match="already registered"):
         fake_registry.register("good", SumEncoder)
     fake_registry.register("twice", SumEncoder, override=True)
@@ -78,9 +85,44 @@ def test_unknown_name_lists_installed(fake_registry: Registry[Encoder]) -> None:
 
 def test_env_var_disables_autoload(fake_registry: Registry[Encoder], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(AUTOLOAD_ENV, "1")
-    assert fake_registry.names() == []
+    assert fake_registry.names() == []  # no fake here comes from parm's own distribution
     fake_registry.register("mine", SumEncoder)
     assert fake_registry.get("mine") is SumEncoder
+
+
+def test_disabled_autoload_keeps_the_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUTOLOAD_ENV, "1")
+    encoders = Registry("parm.encoders", "encoder", Encoder)
+    assert {"sum", "concat", "learned"} <= set(encoders.names()) and "berrut" not in encoders.names()
+    assert encoders.get("sum") is SumEncoder and encoders.get(f"{DISTRIBUTION}:sum") is SumEncoder
+
+
+def test_distribution_name_is_the_one_pyproject_declares() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert f'name = "{DISTRIBUTION}"' in text and DISTRIBUTION != "parm"  # "parm" on PyPI is another project
+    assert f"{DISTRIBUTION}[" in (ROOT / "README.md").read_text()
+    assert distribution(DISTRIBUTION).entry_points.select(group="parm.encoders")
+
+
+def test_env_var_still_allows_registering_by_hand(fake_registry: Registry[Encoder],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUTOLOAD_ENV, "1")
+    fake_registry.register("mine", SumEncoder)
+    assert fake_registry.get("mine") is SumEncoder
+
+
+def test_the_example_plugin_package_is_installed_and_serves_its_coders() -> None:
+    """plugins/parm-example, the template of the README's plugin contract, installed by the setup command."""
+    try:
+        dist = distribution("parm-example")
+    except PackageNotFoundError:
+        pytest.fail("plugins/parm-example is not installed: pip install -e plugins/parm-example (README setup).")
+    assert {ep.name for ep in dist.entry_points} == {"weighted", "nearest"}
+    code = build_code("weighted", "nearest", CodeSpec(2, 1), (4,), (3,))
+    assert torch.equal(code.encoder.coefficients, torch.tensor([[0.5, 0.5]]))
+    outputs, parities = torch.randn(1, 2, 3), torch.randn(1, 1, 3)
+    available = torch.tensor([[False, True, True]])
+    torch.testing.assert_close(code.decode(outputs, parities, available)[0, 0], parities[0, 0])  # P / (0.5 + 0.5)
 
 
 PLUGIN_PYPROJECT = """

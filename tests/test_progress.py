@@ -97,3 +97,22 @@ def test_gpu_training_steps_never_synchronise(tmp_path: Path, tiny_data_dir: Pat
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert trainer.global_step == 12
+
+
+def test_a_non_interactive_run_logs_one_line_per_epoch(tmp_path: Path, tiny_data_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Output to a file (pytest captures it: not a terminal): no bar, one plain line per epoch."""
+    from helpers import run_train
+
+    run_train(tmp_path, tiny_data_dir, [*TINY, "trainer.enable_progress_bar=true", "trainer.max_epochs=3"])
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/1", "1/3", "2/3", "3/3"]  # F (base.epochs=1), then F_P
+    assert "val/agreement" in lines[-1] and "loss" in lines[-1]
+    assert "\r" not in out + err, "no carriage-return bar updates in a log"
+
+
+def test_an_interactive_run_keeps_the_bar() -> None:
+    from parm.lit import HostProgressBar
+
+    assert HostProgressBar(interactive=True).interactive and not HostProgressBar(interactive=False).interactive

@@ -85,8 +85,7 @@ def test_multirun_with_joblib_launcher_then_compare(tmp_path: Path, tiny_data_di
     _train(["-m", "encoder=sum,concat", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"], tmp_path, tiny_data_dir)
     assert sorted(p.parent.name for p in sweep.rglob("summary.json")) == ["0", "1"]
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import compare_runs
+    from parm.bench import compare_runs
 
     assert {r["encoder"] for r in compare_runs.main([str(sweep), "--out", str(tmp_path / "cmp"), "--no-plots"])} \
         == {"sum", "concat"}

@@ -38,8 +38,9 @@ def test_parity_run_writes_summary_artifacts_and_beats_chance(tmp_path: Path, ti
 def test_base_is_cached_and_reused(tmp_path: Path, tiny_data_dir: Path) -> None:
     first = run_train(tmp_path, tiny_data_dir, TINY)
     second = run_train(tmp_path, tiny_data_dir, [*TINY, "k=3", "encoder=concat"])
-    assert first["artifacts"]["base"] == second["artifacts"]["base"], "F must not depend on the code"
-    assert Path(first["artifacts"]["base"]).is_relative_to(tmp_path / "cache")
+    assert first["artifacts"]["base_source"] == second["artifacts"]["base_source"], "F must not depend on the code"
+    assert Path(first["artifacts"]["base_source"]).is_relative_to(tmp_path / "cache")
+    assert first["artifacts"]["base"] == str(tmp_path / "run" / "base.pt")  # the run folder holds F too
 
 
 def test_stage_base_trains_and_saves_f(tmp_path: Path, tiny_data_dir: Path) -> None:
@@ -57,11 +58,17 @@ def test_variants_run(tmp_path: Path, tiny_data_dir: Path, overrides: list[str])
     assert 0.0 <= summary["test"]["degraded_acc"] <= 1.0
 
 
-def test_resume_from_checkpoint(tmp_path: Path, tiny_data_dir: Path) -> None:
-    run_train(tmp_path, tiny_data_dir, TINY)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    resumed = run_train(tmp_path, tiny_data_dir, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"], "again")
-    assert torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+def test_last_checkpoint_is_the_last_epoch_and_resuming_continues(tmp_path: Path, tiny_data_dir: Path) -> None:
+    # Validation (so best.ckpt) only after epoch 1 of 0-2: last.ckpt must not follow best.
+    first = [*TINY, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"]
+    run_train(tmp_path, tiny_data_dir, first)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 2, "last.ckpt holds the last epoch (0-2)"
+    assert torch.load(checkpoints / "best.ckpt", weights_only=False)["epoch"] == 1
+    resumed = run_train(tmp_path, tiny_data_dir, [*first, "trainer.max_epochs=4", f"ckpt_path={last}"], "again")
+    state = torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 3 and state["global_step"] == 4 * 2, "resuming continued with epoch 3, no repeat"
     assert resumed["stage"] == "parity"
 
 

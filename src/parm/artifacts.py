@@ -99,6 +99,14 @@ def save_parity(path: str | os.PathLike[str], parity_models: Sequence[nn.Module]
     return save_model(path, container, spec, meta=record_meta)
 
 
+def references_base(path: str | os.PathLike[str]) -> bool:
+    """Whether the parity artifact at ``path`` is of the Learning-a-Code mode (its parity models are F,
+    read from F's file at load time), so a server must ship F's file with it."""
+    payload = read_checkpoint(Path(path), "cpu")
+    meta = payload.get("meta") if isinstance(payload, Mapping) else None
+    return isinstance(meta, Mapping) and uses_base(meta.get("model_spec"))
+
+
 def load_parity(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
                 base: str | os.PathLike[str] | None = None) -> ParityArtifact:
     """Rebuild the code and parity models of a ``parity.pt``.

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from parm.metrics import ParityMetrics, TopKAccuracy
-from parm.metrics.regression import IoUHitRate, LocalizationMetrics, MeanIoU
+from parm.metrics.regression import IOU_THRESHOLD, IoUHitRate, LocalizationMetrics, MeanIoU, box_iou
 
 __all__ = ["TASKS", "ClassificationTask", "RegressionTask", "StageMetrics", "Task", "get_task"]
 
@@ -65,6 +65,14 @@ class Task(ABC):
     def parity_metrics(self, output_dim: int, default_answer: Any, fractions: Sequence[float]) -> StageMetrics:
         """Fresh metrics of one stage of F_P, with ``update_available``/``update_degraded``/``compute``/``reset``."""
 
+    @abstractmethod
+    def answer(self, output: torch.Tensor) -> dict[str, Any]:
+        """What a server answers for F's output ``(D,)``: ``prediction`` and what else the task gives."""
+
+    @abstractmethod
+    def hits(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: which outputs ``(N, D)`` count as correct for their targets (a load test's accuracy)."""
+
     def check_parity_loss(self, loss: str) -> str:
         """``loss`` if it fits this task, else a ValueError that says which do."""
         if loss not in self.parity_losses:
@@ -95,6 +103,15 @@ class ClassificationTask(Task):
     def base_metrics(self) -> dict[str, Metric]:
         return {"acc": TopKAccuracy(top_k=1)}
 
+    def answer(self, output: torch.Tensor) -> dict[str, Any]:
+        """The class (top-1) and the logits."""
+        logits = output.float().flatten()
+        return {"prediction": int(logits.argmax()), "logits": logits.tolist()}
+
+    def hits(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Top-1 equals the label."""
+        return outputs.argmax(dim=1) == targets.long()
+
     def default_answer(self, train_targets: torch.Tensor) -> int:
         """The most frequent training label."""
         return int(torch.bincount(train_targets.cpu()).argmax())
@@ -119,6 +136,14 @@ class RegressionTask(Task):
 
     def base_metrics(self) -> dict[str, Metric]:
         return {"iou": IoUHitRate(), "miou": MeanIoU()}
+
+    def answer(self, output: torch.Tensor) -> dict[str, Any]:
+        """The output vector itself (a box ``(x1, y1, x2, y2)``)."""
+        return {"prediction": output.float().flatten().tolist()}
+
+    def hits(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """IoU with the true box >= 0.75, the threshold of the task's metrics."""
+        return box_iou(outputs.float(), targets.float()) >= IOU_THRESHOLD
 
     def default_answer(self, train_targets: torch.Tensor) -> list[float]:
         """The mean training box."""

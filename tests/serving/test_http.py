@@ -115,18 +115,21 @@ def test_serve_py_binds_loopback_and_answers(tmp_path) -> None:
     cmd = [sys.executable, str(ROOT / "serve.py"), f"serve.base={base}", f"serve.parity={parity}",
            f"serve.port={port}", "serve.model_instances=2", "serve.parity_instances=1",
            f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # The log goes to a file: an undrained pipe fills up and blocks the server mid-request.
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed in finally, after the process
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
             try:
                 if _get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
                     break
             except OSError:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)  # after a 503 too: polling must not starve the starting server of CPU
         else:
-            pytest.fail("serve.py did not become healthy")
+            pytest.fail(f"serve.py did not become healthy: {(tmp_path / 'serve.log').read_text()[-3000:]}")
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
         local = [line.split()[3] for line in listening.splitlines()]
         assert local == [f"127.0.0.1:{port}"], listening
@@ -148,6 +151,8 @@ def test_serve_py_binds_loopback_and_answers(tmp_path) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(30)
+        log.close()
 
 
 def test_unknown_backend_is_refused() -> None:

@@ -48,6 +48,7 @@ from parm.bench.loops import Clock, PlainLoop, ReferenceLoop, evaluate, speed_of
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
 from parm.lit.speed import compile_mode
+from parm.results import rerender_citing
 
 # ---- parm's own loop -------------------------------------------------------------------------------------
 
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
+        for page in rerender_citing(Path(args.out)):  # the results pages citing this file show its figures
+            print(f"re-rendered {page}")
     return report
 
 

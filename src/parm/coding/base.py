@@ -22,14 +22,19 @@ class Encoder(nn.Module, ABC):
     Attributes:
         traits: capabilities a decoder may require, e.g. ``"linear"`` when parity j is meant to be
             answered with ``sum_i coefficients[j, i] * F(X_i)``.
+        max_k: the largest k the encoder supports; a larger one is refused at construction.
     """
 
     traits: ClassVar[frozenset[str]] = frozenset()
+    max_k: ClassVar[int] = 12  # the largest k the coder supports (is tested for); raise it in a subclass
 
     def __init__(self, spec: CodeSpec, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         if not isinstance(spec, CodeSpec):
             raise TypeError(f"spec must be a parm.coding.CodeSpec, got {type(spec).__name__}.")
+        if spec.k > self.max_k:
+            raise ValueError(f"encoder {type(self).__name__} supports k <= {self.max_k}, got k={spec.k}. Lower k, "
+                             f"or use an encoder whose max_k allows it.")
         self.spec = spec
         self.input_shape = tuple(int(d) for d in input_shape)
         if not self.input_shape or any(d < 1 for d in self.input_shape):

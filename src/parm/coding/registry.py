@@ -2,17 +2,19 @@
 
 Built-in coders register through the same groups a third-party distribution uses. Entry points are
 read as strings and imported on first use, so a broken plugin only matters when it is asked for.
-Set ``PARM_DISABLE_PLUGIN_AUTOLOAD=1`` to skip entry points entirely (then only :meth:`register`
-adds coders), as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does.
+Set ``PARM_DISABLE_PLUGIN_AUTOLOAD=1`` to skip third-party entry points (the built-ins, registered by
+this distribution, stay), as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
+from parm import DISTRIBUTION
 from parm.coding.base import Decoder, Encoder
 
 AUTOLOAD_ENV = "PARM_DISABLE_PLUGIN_AUTOLOAD"
@@ -32,9 +34,21 @@ def _origin(ep: EntryPoint) -> str:
     return f"distribution {dist.name} {dist.version}" if dist is not None else "an unknown distribution"
 
 
+def _dist_name(ep: EntryPoint) -> str:
+    """The entry point's distribution, normalised as pip does (``Parity_Models`` -> ``parity-models``)."""
+    return re.sub(r"[-_.]+", "-", ep.dist.name).lower() if ep.dist is not None else "unknown"
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get(AUTOLOAD_ENV, "").lower() in ("1", "true", "yes")
+
+
 @dataclass
 class Registry(Generic[T]):
     """Name -> coder class for one entry-point group.
+
+    A name two distributions register is an error only when it is used; ``DIST:NAME`` (e.g.
+    ``parity-models:sum``) picks one of them, and always works.
 
     Args:
         group: the entry-point group, e.g. ``"parm.encoders"``.
@@ -46,21 +60,22 @@ class Registry(Generic[T]):
     kind: str
     base: type  # Encoder or Decoder; abstract, so not type[T]
     _entries: dict[str, EntryPoint | type[T]] = field(default_factory=dict)
-    _conflicts: dict[str, list[str]] = field(default_factory=dict)
+    _conflicts: dict[str, list[EntryPoint]] = field(default_factory=dict)
+    _qualified: dict[str, EntryPoint | type[T]] = field(default_factory=dict)
     _discovered: bool = False
 
     def _discover(self) -> None:
         if self._discovered:
             return
         self._discovered = True
-        if os.environ.get(AUTOLOAD_ENV, "").lower() in ("1", "true", "yes"):
-            return
+        builtin_only = _autoload_disabled()  # then only this distribution's own coders, the built-ins
         for ep in entry_points(group=self.group):
+            if builtin_only and _dist_name(ep) != DISTRIBUTION:
+                continue
+            self._qualified.setdefault(f"{_dist_name(ep)}:{ep.name}", ep)
             known = self._entries.get(ep.name)
             if isinstance(known, EntryPoint) and known.value != ep.value:
-                self._conflicts.setdefault(ep.name, [f"{known.value!r} from {_origin(known)}"]).append(
-                    f"{ep.value!r} from {_origin(ep)}"
-                )
+                self._conflicts.setdefault(ep.name, [known]).append(ep)
             elif known is None:
                 self._entries[ep.name] = ep
 
@@ -87,21 +102,23 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def get(self, name: str) -> type[T]:
-        """The class registered under ``name``, importing its plugin on first use."""
+        """The class registered under ``name`` (or ``DIST:NAME``), importing its plugin on first use."""
         self._discover()
         if name in self._conflicts:
+            choices = " or ".join(f"{self.kind}={_dist_name(ep)}:{name}" for ep in self._conflicts[name])
             raise PluginError(
                 f"{self.kind} name {name!r} is registered by several plugins: "
-                f"{'; '.join(self._conflicts[name])}. Uninstall all but one, or register one by hand with "
-                f"override=True."
+                f"{'; '.join(f'{ep.value!r} from {_origin(ep)}' for ep in self._conflicts[name])}. Choose one by "
+                f"its distribution: {choices} (code.{self.kind}=... in train.py), or uninstall all but one."
             )
-        if name not in self._entries:
+        table = self._qualified if ":" in name else self._entries
+        if name not in table:
             installed = ", ".join(self.names()) or "none"
             raise ValueError(
                 f"unknown {self.kind} {name!r}; installed {self.kind}s: {installed}. A plugin adds one "
                 f"through the entry-point group {self.group!r}."
             )
-        entry = self._entries[name]
+        entry = table[name]
         if isinstance(entry, EntryPoint):
             try:
                 loaded = entry.load()
@@ -109,10 +126,10 @@ class Registry(Generic[T]):
                 raise PluginImportError(
                     f"{self.kind} plugin {name!r} ({_origin(entry)}, entry point {entry.value!r} in group "
                     f"{self.group!r}) failed to import: {type(e).__name__}: {e}. Fix or uninstall that "
-                    f"distribution, or set {AUTOLOAD_ENV}=1 to skip plugins."
+                    f"distribution, or set {AUTOLOAD_ENV}=1 to use only the built-in coders."
                 ) from e
             self._check_type(name, loaded)
-            self._entries[name] = loaded
+            table[name] = loaded
             entry = loaded
         return entry
 

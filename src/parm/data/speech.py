@@ -19,7 +19,7 @@ WIN_LENGTH = 400  # 25 ms at 16 kHz
 HOP_LENGTH = 160  # 10 ms
 N_FFT = 512
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-AUDIO_EXTRA = "pip install 'parm[audio]'"
+AUDIO_EXTRA = "pip install 'parity-models[audio]'"
 
 
 def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:

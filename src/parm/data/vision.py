@@ -1,36 +1,24 @@
-"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from local ``.npz`` files (torchvision download fallback)."""
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from local ``.npz`` files, downloaded on first use."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from parm.data import download as remote
 from parm.data.base import Splits, TensorDataModule
 from parm.data.npz import check_split, missing, read_npz, save_npz
-
-VISION_EXTRA = "pip install 'parm[vision]'"
-
-
-def import_torchvision(path: Path, dataset: str) -> ModuleType:
-    """Import torchvision for a download, or say how to get the file without it."""
-    try:
-        return importlib.import_module("torchvision")
-    except ImportError as e:
-        raise missing(path, dataset, f"Downloading it needs torchvision, which is not installed: {VISION_EXTRA}. "
-                      "Or copy the .npz file into that folder.") from e
 
 
 class _NpzVisionDataModule(TensorDataModule):
     """An image dataset stored as ``x_train, y_train, x_test, y_test`` arrays of ``(N, H, W[, C])`` uint8.
 
     Args:
-        download: when a file is missing, fetch the dataset with torchvision into ``data_dir`` and
-            convert it to the ``.npz`` layout.
+        download: when a file is missing, fetch the dataset from its canonical mirrors
+            (:mod:`parm.data.download`) and convert it to the ``.npz`` layout.
         **kwargs: as :class:`~parm.data.base.TensorDataModule`.
     """
 
@@ -38,7 +26,6 @@ class _NpzVisionDataModule(TensorDataModule):
     test_file: ClassVar[str]
     file_shape: ClassVar[tuple[int, ...]]  # one sample as stored in the file: (H, W) or (H, W, C)
     classes: ClassVar[tuple[str, ...]]
-    torchvision_dataset: ClassVar[str]
 
     def __init__(self, *, download: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -48,22 +35,26 @@ class _NpzVisionDataModule(TensorDataModule):
         return [self.data_dir / name for name in dict.fromkeys((*self.train_files, self.test_file))]
 
     def prepare_data(self) -> None:
-        """Download and convert the dataset when one of its files is missing (rank 0 only under DDP)."""
+        """Download and convert the dataset when one of its files is missing (rank 0 only under DDP).
+
+        Raises:
+            FileNotFoundError: a file is missing and cannot be downloaded (off, offline, or no source);
+                the message names the file, the folder and the download command.
+        """
         absent = [path for path in self._paths() if not path.exists()]
         if not absent:
             return
+        how = (f"Download it with `{remote.command(self.name, self.data_dir)}` on a machine with internet "
+               f"access, or copy {absent[0].name} into that folder.")
+        if self.name not in remote.SOURCES:
+            raise missing(absent[0], self.name, f"parm cannot download it; copy {absent[0].name} into that folder.")
         if not self.download:
-            raise missing(absent[0], self.name, f"Pass download=True to fetch it with torchvision ({VISION_EXTRA}).")
-        torchvision = import_torchvision(absent[0], self.name)
-        factory = getattr(torchvision.datasets, self.torchvision_dataset)
-        root = self.data_dir / "torchvision"
+            raise missing(absent[0], self.name, f"data.download is off. {how}")
+        print(f"[parm] {absent[0]} not found: downloading {self.name} into {self.data_dir}")
         try:
-            train, test = (factory(str(root), train=flag, download=True) for flag in (True, False))
-        except (OSError, RuntimeError) as e:
-            raise missing(absent[0], self.name, f"The torchvision download failed ({e}); check the network, or "
-                          "copy the .npz file into that folder.") from e
-        self._write_files(*((np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
-                            for d in (train, test)))
+            remote.download(self.name, self.data_dir, self._write_files)
+        except OSError as e:
+            raise missing(absent[0], self.name, f"The download failed ({e}). {how}") from e
 
     def _write_files(self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> None:
         save_npz(self.data_dir / self.test_file, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1])
@@ -96,7 +87,6 @@ class MNISTDataModule(_NpzVisionDataModule):
     test_file = "mnist.npz"
     file_shape = (28, 28)
     classes = tuple(str(d) for d in range(10))
-    torchvision_dataset = "MNIST"
 
 
 class FashionMNISTDataModule(_NpzVisionDataModule):
@@ -108,7 +98,6 @@ class FashionMNISTDataModule(_NpzVisionDataModule):
     file_shape = (28, 28)
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
-    torchvision_dataset = "FashionMNIST"
 
 
 class CIFAR10DataModule(_NpzVisionDataModule):
@@ -122,7 +111,6 @@ class CIFAR10DataModule(_NpzVisionDataModule):
     test_file = "cifar10_test.npz"
     file_shape = (32, 32, 3)
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    torchvision_dataset = "CIFAR10"
     part_starts: ClassVar[tuple[int, ...]] = (0, 17000, 34000)
 
     def _write_files(self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> None:
@@ -153,4 +141,3 @@ class CIFAR100DataModule(_NpzVisionDataModule):
         "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
         "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
     )
-    torchvision_dataset = "CIFAR100"

@@ -78,6 +78,7 @@ class ParityModule(LogSteps, pl.LightningModule):
         self.calls = CompiledCalls(self.base_model, self.parity_models, self.fast)
         self.targets = TargetCache(code.decoder.output_dim, self.base_forward) if self.fast.cache_targets else None
         self.register_buffer("eval_patterns", erasure_patterns(code.spec, max_eval_patterns), persistent=False)
+        self.run_identity: dict[str, Any] | None = None  # set by the pipeline; saved in checkpoints
         self.val_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
         self.test_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
 
@@ -93,6 +94,11 @@ class ParityModule(LogSteps, pl.LightningModule):
     def target_seconds(self) -> float:
         """Time spent precomputing F's training outputs."""
         return self.targets.seconds if self.targets is not None else 0.0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which run this is (code, F, parity model), so a resume with other settings is refused."""
+        if self.run_identity is not None:
+            checkpoint["parm_run"] = dict(self.run_identity)
 
     def train(self, mode: bool = True) -> ParityModule:
         super().train(mode)

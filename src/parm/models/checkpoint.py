@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from parm.models.deployed import DeployedModel, SerializedModel
 from parm.models.lenet import LeNet5
 from parm.models.mlp import MLP
 from parm.models.resnet import ResNet18
@@ -170,9 +171,21 @@ def load_model(
         ValueError: corrupt or foreign file, wrong format, spec or weights that do not match.
     """
     path = Path(path)
+    program = program_format(path)
+    if program is not None:
+        return load_program(path, program), {"format": program, "spec": None, "meta": None}
     payload = read_checkpoint(path, map_location)
     if "format" in payload:
         header, state_dict = _parm_record(path, payload)
+    elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if expected_spec is None:
+            raise ValueError(
+                f"Checkpoint {path} is a plain state_dict ({len(payload)} tensors), which does not record the "
+                f"architecture; pass expected_spec (in train.py: model._target_=your_pkg.YourNet plus its "
+                f"constructor arguments) to load it."
+            )
+        header = {"format": "state_dict", "spec": _to_builtin(expected_spec, "expected_spec"), "meta": None}
+        state_dict = dict(payload)
     elif "state_dict" in payload:
         if expected_spec is None:
             raise ValueError(
@@ -181,15 +194,58 @@ def load_model(
             )
         header, state_dict = _lightning_record(path, payload, expected_spec, state_dict_prefix)
     else:
-        raise _corrupt(path, f"a dict with keys {sorted(map(str, payload))[:8]} and neither 'format' nor 'state_dict'")
+        raise ValueError(
+            f"Checkpoint {path} holds a dict with keys {sorted(map(str, payload))[:8]}: not a parm model file "
+            f"('format'), a Lightning checkpoint ('state_dict') or a plain state_dict (tensors only). Save the "
+            f"network's model.state_dict(), a TorchScript file (torch.jit.save) or a torch.export program."
+        )
     try:
         model = build_from_spec(header["spec"])
     except (ValueError, TypeError) as e:
         raise ValueError(f"Checkpoint {path} holds a spec that cannot be built: {e}") from e
     if expected_spec is not None and header["format"] == FORMAT:
-        _check_same_architecture(path, header["spec"], expected_spec)
+        _check_same_architecture(path, network_spec(header["spec"]) or header["spec"], expected_spec)
     load_state_dict_checked(model, state_dict, source=f"checkpoint {path}")
     return model, header
+
+
+def network_spec(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec of the network itself: F's own net inside a :class:`~parm.models.deployed.DeployedModel`,
+    None for a compiled program (nothing parm can rebuild), else ``spec``."""
+    target = spec.get("_target_")
+    if target == f"{DeployedModel.__module__}.DeployedModel":
+        return network_spec(spec["net"])
+    if target == f"{SerializedModel.__module__}.SerializedModel":
+        return None
+    return dict(spec)
+
+
+def program_format(path: Path) -> str | None:
+    """``"torchscript"`` or ``"export"`` when ``path`` is such an archive, else None (read by its zip entries)."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+        return "export"
+    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+        return "torchscript"
+    return None
+
+
+def load_program(path: Path, program: str) -> SerializedModel:
+    """A TorchScript file or ``torch.export`` program as a :class:`SerializedModel`, checked by loading it once."""
+    data = path.read_bytes()
+    model = SerializedModel(program, len(data), data)
+    try:
+        model._module()
+    except Exception as e:  # a foreign archive fails in many torch-internal ways; the cause is kept
+        raise ValueError(f"Checkpoint {path} looks like a {program} archive but does not load: "
+                         f"{type(e).__name__}: {str(e)[:200]}") from e
+    return model
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:

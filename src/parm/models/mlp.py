@@ -45,3 +45,33 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, *input_shape)`` to logits ``(B, num_classes)``."""
         return self.net(x)
+
+
+class ReferenceMLP(nn.Module):
+    """The MLP of the reference ParM code, with its state-dict layout (``nn.0``, ``nn.2``, ``nn.4``).
+
+    Loads the reference code's shipped base models as plain state dicts; its constructor takes its own
+    arguments, not parm's ``input_shape``, as a user's own network would.
+
+    Args:
+        in_features: flattened input size (784 for 28x28 images).
+        hidden: widths of the hidden layers.
+        num_classes: number of outputs.
+
+    Shape:
+        input ``(B, *)`` with ``in_features`` elements per sample, output ``(B, num_classes)``.
+    """
+
+    def __init__(self, in_features: int = 784, hidden: Iterable[int] = (200, 100), num_classes: int = 10) -> None:
+        super().__init__()
+        widths = (check_positive_int("ReferenceMLP", "in_features", in_features),
+                  *(check_positive_int("ReferenceMLP", "hidden", h) for h in hidden))
+        layers: list[nn.Module] = []
+        for w_in, w_out in pairwise(widths):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], check_positive_int("ReferenceMLP", "num_classes", num_classes)))
+        self.nn = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, ...)`` to logits ``(B, num_classes)``."""
+        return self.nn(x.flatten(1))

@@ -9,8 +9,9 @@ from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from parm import base_model
 from parm.data.base import TensorDataModule
 from parm.tasks import Task, get_task
 
@@ -57,15 +58,12 @@ def num_outputs(datamodule: TensorDataModule) -> int:
 
 
 def model_spec(node: DictConfig, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
-    """A model config node with the data's shapes filled in, as plain builtins (``num_classes``: outputs)."""
-    node = node.copy()
-    with open_dict(node):
-        node.input_shape = list(input_shape)
-        node.num_classes = int(num_classes)
-    spec = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(spec, dict):
-        raise TypeError(f"a model config must be a mapping with a _target_, got {type(spec).__name__}.")
-    return {str(key): value for key, value in spec.items()}
+    """A model config node as a constructor spec, plain builtins: the data's ``input_shape`` and
+    ``num_classes`` (outputs) are filled in where the constructor takes them
+    (:func:`parm.base_model.model_spec`), so any ``nn.Module`` with its own arguments works."""
+    if not isinstance(node, DictConfig | dict):
+        raise TypeError(f"a model config must be a mapping with a _target_, got {type(node).__name__}.")
+    return base_model.model_spec(node, input_shape, num_classes)
 
 
 def scaled_lr(cfg: DictConfig) -> float:

@@ -11,14 +11,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from parm import base_model as base_model_lib
 from parm.artifacts import base_as_parity, code_record, save_parity, uses_base
 from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
 from parm.lit.speed import FastPath, compile_mode
-from parm.models.checkpoint import build_from_spec
+from parm.models.checkpoint import build_from_spec, read_checkpoint
 from parm.pipeline.base import load_or_train_base
-from parm.pipeline.config import model_spec as make_spec
+from parm.pipeline.checks import check_resume, run_identity
 from parm.pipeline.config import num_outputs, resolve_task, scaled_lr
 from parm.pipeline.trainer import (
     best_checkpoint,
@@ -40,6 +41,7 @@ class ParityParts:
     parity_spec: dict[str, Any]
     code: Code
     code_kwargs: tuple[dict[str, Any], dict[str, Any]]
+    base_source: str = ""  # the file F was read from (base.ckpt or the F store); base_path is the run's copy
 
 
 def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict[str, Any],
@@ -48,24 +50,26 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     compile_mode(OmegaConf.select(cfg, "parity.compile", default=False))  # refused before F is trained
     task = resolve_task(cfg, datamodule)
     task.check_parity_loss(cfg.parity.loss)
-    base_model, base_path = load_or_train_base(cfg, model_spec, out_dir)
+    base_model, base_path = load_or_train_base(cfg, model_spec, out_dir, datamodule)
     # Training F (on a cache miss) draws random numbers that loading it does not: re-seed, so F_P's
     # initialisation, erasures and shuffles are the same whether F was just trained or read from the cache.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     code, code_kwargs = _build_code(cfg, datamodule)
+    base_meta = _base_meta(base_path)
     if uses_base(cfg.parity_model):  # Learning-a-Code mode: the frozen F answers the parity queries
         parity_spec, parity_models = base_as_parity(code, datamodule.input_shape, base_model)
     else:
-        parity_spec = (make_spec(cfg.parity_model, code.encoder.parity_shape, num_outputs(datamodule))
-                       if cfg.parity_model else {**model_spec, "input_shape": list(code.encoder.parity_shape)})
+        # F_P: the parity_model group's network, or (parity_model=same) F's own architecture where it can be rebuilt.
+        parity_spec = base_model_lib.parity_spec(cfg.parity_model, base_meta.get("net_spec"), datamodule.input_shape,
+                                                 code.encoder.parity_shape, num_outputs(datamodule))
         parity_models = [build_from_spec(parity_spec) for _ in range(code.spec.r)]
     layouts = {getattr(code.encoder, "grid", None), getattr(parity_models[0], "grid", None)} - {None}
     if len(layouts) > 1:  # a tile-wise parity model must read the tiles where the encoder put them
         raise ValueError(f"the parity model's tile grid {parity_models[0].grid} differs from the encoder's "
                          f"{code.encoder.grid}; set the same fit (code.encoder_kwargs.fit / parity_model.fit).")
-    if cfg.parity.init_from_base:
+    if cfg.parity.init_from_base and not uses_base(parity_spec):  # F_P = F already in the Learning-a-Code mode
         for model in parity_models:
-            model.load_state_dict(base_model.state_dict())
+            model.load_state_dict(base_model_lib.network(base_model).state_dict())
     fast = fast_path(cfg, base_model, augment=datamodule.augment)
     if fast.channels_last:
         for model in (base_model, *parity_models):
@@ -76,7 +80,16 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
         default_answer=task.default_answer(datamodule.split("train")[1]),
         fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, fast=fast,
     )
-    return ParityParts(module, base_path, parity_models, parity_spec, code, code_kwargs)
+    module.run_identity = run_identity(code.names, code.spec, base_model, parity_spec)
+    return ParityParts(module, base_path, parity_models, parity_spec, code, code_kwargs,
+                       str(base_meta.get("source", base_path)))
+
+
+def _base_meta(base_path: Path) -> dict[str, Any]:
+    """The run's ``base.pt`` record: ``net_spec`` (F's own network; None for a compiled program) and
+    ``source`` (the file F was read from)."""
+    meta = read_checkpoint(base_path, "cpu").get("meta")
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def _build_code(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[Code, tuple[dict[str, Any], dict[str, Any]]]:
@@ -120,6 +133,8 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
     """Train F_P for a frozen F, test the best checkpoint, export ``parity.pt``; the stage's summary."""
     parts = build_parity(cfg, datamodule, model_spec, out_dir)
     code, spec = parts.code, parts.code.spec
+    if cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, parts.module.run_identity or {})
     trainer = make_trainer(cfg, out_dir, monitor=f"val/{parts.module.task.parity_monitor}")
     metrics = fit_and_test(trainer, parts.module, datamodule, ckpt_path=cfg.ckpt_path)
     parity_path = out_dir / "parity.pt"
@@ -144,6 +159,6 @@ def train_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
         "timing": {"train_seconds": monitor.seconds, "samples_per_second": monitor.samples_per_second,
                    "groups_per_second": monitor.samples_per_second / spec.k,
                    "target_precompute_seconds": parts.module.target_seconds},
-        "artifacts": {"base": str(parts.base_path), "parity": str(parity_path),
+        "artifacts": {"base": str(parts.base_path), "base_source": parts.base_source, "parity": str(parity_path),
                       "best_ckpt": best_checkpoint(trainer)},
     }

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from parm.data.base import TensorDataModule
 from parm.pipeline.base import base_datamodule, base_summary, train_base
+from parm.pipeline.checks import check_settings
 from parm.pipeline.config import STAGES, model_spec, num_outputs, resolve_task
 from parm.pipeline.parity import train_parity
 from parm.pipeline.trainer import silence_false_alarms
@@ -24,6 +25,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stage and return its summary (also written to ``output_dir/summary.json``)."""
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}. Use stage=base or stage=parity.")
+    check_settings(cfg)
     started = time.perf_counter()
     silence_false_alarms()
     pl.seed_everything(cfg.seed, workers=True)

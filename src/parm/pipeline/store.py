@@ -24,7 +24,8 @@ def base_cache_path(cfg: DictConfig, model_spec: dict[str, Any]) -> Path:
         raise TypeError("the config's data and base nodes must be mappings.")
     for key in (*BATCHING_KEYS, "data_dir"):
         data.pop(key, None)
-    base.pop("ckpt", None)
+    for key in ("ckpt", "input_transform", "check_accuracy"):  # about a given F, not the weights of one trained
+        base.pop(key, None)
     key = json.dumps({"data": data, "model": model_spec, "base": base, "seed": cfg.seed}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = str(model_spec["_target_"]).rsplit(".", 1)[-1].lower()

@@ -46,7 +46,8 @@ def make_trainer(cfg: DictConfig, out_dir: Path, monitor: str, **overrides: Any)
 def build_callbacks(cfg: DictConfig, out_dir: Path, monitor: str, progress: bool = True) -> list[pl.Callback]:
     """The ``callbacks`` config group's callbacks, in config order.
 
-    A ModelCheckpoint's null ``dirpath``/``monitor`` become ``out_dir/checkpoints`` and ``monitor``;
+    A ModelCheckpoint's null ``dirpath`` and (present but null) ``monitor`` become ``out_dir/checkpoints`` and
+    ``monitor``;
     progress bars are left out when ``progress`` is false (Lightning refuses a bar it was told not to draw).
     """
     callbacks: list[pl.Callback] = []
@@ -61,8 +62,10 @@ def build_callbacks(cfg: DictConfig, out_dir: Path, monitor: str, progress: bool
             continue
         filled = {}
         if issubclass(target, ModelCheckpoint):
+            # A monitor is filled only where the node asks for one (monitor: null); without the key the
+            # checkpoint keeps the latest epoch (last.ckpt).
             filled = {key: value for key, value in (("dirpath", str(out_dir / "checkpoints")), ("monitor", monitor))
-                      if node.get(key) is None}
+                      if node.get(key) is None and (key == "dirpath" or key in node)}
         callbacks.append(instantiate(node, **filled))
     return callbacks
 

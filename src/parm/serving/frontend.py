@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from parm.coding import Code
-from parm.serving.instance import Instance, InstanceError, InstancePool, RequestCancelled
+from parm.serving.instance import Instance, InstanceError, InstancePool, RequestCancelled, Role
 from parm.serving.records import FrontendConfig, GroupState, Prediction, QueryState, Stats
 
 __all__ = ["Frontend", "FrontendConfig", "Prediction", "Stats"]
@@ -178,7 +178,7 @@ class Frontend:
     async def _send_plain(self, q: QueryState, exclude: set[str] | None = None) -> None:
         if q.future.done():
             return
-        avoid = exclude if exclude and self.pool.can_ever_pick("model", 1, exclude=exclude) else None
+        avoid = self._avoid("model", None, exclude) if exclude else None
         (inst,) = await self.pool.pick("model", 1, exclude=avoid)
         if q.future.done():
             await self.pool.release(inst)
@@ -236,8 +236,15 @@ class Frontend:
             group.coded = False
             self.stats.uncoded += len(group.queries)
 
+    def _avoid(self, role: Role, parity_index: int | None, used: set[str]) -> set[str] | None:
+        """Instances to skip: the failure domains of ``used`` if another instance exists, else ``used``, else none."""
+        for exclude in (self.pool.sharing_domain(used), used):
+            if self.pool.can_ever_pick(role, 1, parity_index, exclude=exclude):
+                return exclude
+        return None
+
     def _member_exclude(self, group: GroupState) -> set[str] | None:
-        return group.used if self.pool.can_ever_pick("model", 1, exclude=group.used) else None
+        return self._avoid("model", None, group.used)
 
     def _send_member_now(self, q: QueryState) -> bool:
         """Send a new member at once if an eligible instance has capacity; False: use the async path."""
@@ -281,17 +288,18 @@ class Frontend:
             parities = self.code.encode(torch.stack([q.x for q in group.queries])[None])[0]
         self.stats.groups += 1
         for j in range(group.r):
-            picked = self.pool.try_pick("parity", 1, parity_index=j)
+            picked = self.pool.try_pick("parity", 1, parity_index=j, exclude=self._avoid("parity", j, group.used))
             if picked is None:
                 self._spawn(self._send_parity(group, j, parities[j]))
             else:
                 self._dispatch_parity(group, j, parities[j], picked[0])
 
     async def _send_parity(self, group: GroupState, j: int, parity: torch.Tensor) -> None:
-        (inst,) = await self.pool.pick("parity", 1, parity_index=j)
+        (inst,) = await self.pool.pick("parity", 1, parity_index=j, exclude=self._avoid("parity", j, group.used))
         self._dispatch_parity(group, j, parity, inst)
 
     def _dispatch_parity(self, group: GroupState, j: int, parity: torch.Tensor, inst: Instance) -> None:
+        group.used.add(inst.name)  # a re-sent member keeps out of the parity's failure domain too
         group.parity_requests[self._start(inst, parity, lambda rid, i, res: self._on_parity(group, j, rid, res))] = inst
 
     def _on_member(self, q: QueryState, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from parm.serving.frontend import Frontend
 from parm.serving.instance import InstanceError
 from parm.serving.metrics import LatencyHistogram, render
+from parm.tasks import Task, get_task
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -42,11 +43,13 @@ class PredictionService:
         max_batch: most queries per request.
         mean, std: per-channel normalisation applied to ``uint8`` inputs (after scaling to [0, 1]).
         max_body_bytes: request size limit (413 beyond).
+        task: what F predicts (:mod:`parm.tasks`); it shapes each answer: the class and the logits for
+            ``classification``, the output vector (a box) for ``regression``.
     """
 
     def __init__(self, frontend: Frontend, input_shape: Sequence[int] | None = None, max_batch: int = 64,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 max_body_bytes: int = 16 * 1024 * 1024) -> None:
+                 max_body_bytes: int = 16 * 1024 * 1024, task: str | Task = "classification") -> None:
         shape = input_shape if input_shape is not None else frontend.input_shape
         if shape is None:
             raise ValueError("pass input_shape: the frontend has no code that fixes it.")
@@ -56,6 +59,7 @@ class PredictionService:
         self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1, *[1] * (len(shape) - 1))
         self.std = None if std is None else np.asarray(std, np.float32).reshape(-1, *[1] * (len(shape) - 1))
         self.max_body_bytes = max_body_bytes
+        self.task = get_task(task)
         self.latency = LatencyHistogram()
         self.client_errors = 0
 
@@ -102,8 +106,7 @@ class PredictionService:
         out = []
         for a in answers:
             self.latency.observe(a.latency_s)
-            logits = a.output.float().flatten()
-            out.append({"prediction": int(logits.argmax()), "logits": logits.tolist(), "degraded": a.degraded,
+            out.append({**self.task.answer(a.output), "degraded": a.degraded,
                         "latency_ms": round(a.latency_s * 1e3, 3)})
         return web.json_response(out[0] if single else {"predictions": out})
 

@@ -30,6 +30,8 @@ class Instance(ABC):
         parity_index: for a parity instance, which parity j of the code it answers.
     """
 
+    shares_domains = False  # True where instances can share a failure domain (the ray backend's nodes)
+
     def __init__(self, name: str, role: Role, parity_index: int | None = None) -> None:
         if role not in ("model", "parity"):
             raise ValueError(f"instance role must be 'model' or 'parity', got {role!r}.")
@@ -43,6 +45,12 @@ class Instance(ABC):
     @abstractmethod
     def alive(self) -> bool:
         """Whether requests may be sent now (False while crashed or restarting)."""
+
+    @property
+    def domain(self) -> str:
+        """Failure domain, e.g. the node it runs on: the frontend keeps a group's requests in distinct
+        domains when it can. By default each instance is its own."""
+        return self.name
 
     @abstractmethod
     async def infer(self, request_id: int, x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +90,7 @@ class InstancePool:
         if capacity < 1:
             raise ValueError(f"instance capacity must be >= 1, got {capacity}.")
         self.capacity = capacity
+        self._domains = any(i.shares_domains for i in self.instances)
         self.recheck_s = 0.05
         self.load: dict[str, int] = {n: 0 for n in names}
         self._changed = asyncio.Condition()
@@ -91,6 +100,14 @@ class InstancePool:
         """Instances of a role (and parity index), alive or not."""
         return [i for i in self.instances
                 if i.role == role and (parity_index is None or i.parity_index == parity_index)]
+
+    def sharing_domain(self, names: Iterable[str]) -> set[str]:
+        """Names of the instances in the same failure domain as any of ``names`` (those included)."""
+        names = set(names)
+        if not self._domains:
+            return names
+        domains = {i.domain for i in self.instances if i.name in names}
+        return names | {i.name for i in self.instances if i.domain in domains}
 
     def queue_depth(self) -> int:
         """Requests outstanding over all instances."""

@@ -11,21 +11,27 @@ import numpy as np
 import torch
 
 from parm.serving.frontend import Frontend
+from parm.tasks import Task, get_task
 
 PERCENTILES = (50, 90, 99, 99.5, 99.9)
 
 
 @dataclass
 class RunResult:
-    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class, loop lag."""
+    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, F's answer, loop lag.
+
+    ``outputs`` holds each answered query's output vector ``(n, D)`` (NaN rows for lost queries); the
+    task (:mod:`parm.tasks`) decides what a correct answer is, so boxes are scored as boxes.
+    """
 
     latency: np.ndarray
     degraded: np.ndarray
-    predicted: np.ndarray
+    outputs: np.ndarray
     lag: dict[str, float] | None = None
 
-    def summary(self, labels: np.ndarray | None = None) -> dict[str, float]:
-        """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels``, lost queries."""
+    def summary(self, labels: np.ndarray | None = None, task: str | Task = "classification") -> dict[str, float]:
+        """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels`` (class indices, or boxes
+        ``(n, 4)`` scored by IoU >= 0.75 for ``task="regression"``), lost queries."""
         ok = ~np.isnan(self.latency)
         lat = self.latency[ok] * 1e3
         out = {f"p{p:g}": float(np.percentile(lat, p)) if lat.size else float("nan") for p in PERCENTILES}
@@ -33,7 +39,8 @@ class RunResult:
         out["degraded"] = float(self.degraded[ok].mean()) if lat.size else 0.0
         out["lost"] = int((~ok).sum())
         if labels is not None:
-            out["accuracy"] = float((self.predicted[ok] == labels[ok]).mean()) if lat.size else float("nan")
+            hits = get_task(task).hits(torch.as_tensor(self.outputs[ok]), torch.as_tensor(labels[ok]))
+            out["accuracy"] = float(hits.float().mean()) if lat.size else float("nan")
         return {**out, **(self.lag or {})}
 
 
@@ -45,7 +52,7 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
     arrivals = np.cumsum(gaps) - gaps[0]
     latency = np.full(n, np.nan)
     degraded = np.zeros(n, dtype=bool)
-    predicted = np.full(n, -1)
+    outputs: list[torch.Tensor | None] = [None] * n
 
     async def one(i: int) -> None:
         try:
@@ -57,7 +64,7 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
                 on_answer()
         latency[i] = answer.latency_s
         degraded[i] = answer.degraded
-        predicted[i] = int(answer.output.argmax())
+        outputs[i] = answer.output.float().flatten()
 
     tasks = []
     monitor = LoopLag()
@@ -68,7 +75,12 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(i)))
     await asyncio.gather(*tasks)
-    return RunResult(latency, degraded, predicted, monitor.stop())
+    dim = next((o.numel() for o in outputs if o is not None), 1)
+    table = np.full((n, dim), np.nan, dtype=np.float32)
+    for i, output in enumerate(outputs):
+        if output is not None:
+            table[i] = output.cpu().numpy()
+    return RunResult(latency, degraded, table, monitor.stop())
 
 
 class LoopLag:

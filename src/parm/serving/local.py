@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ class LocalInstance(Instance):
         self._wire: dict[int, int] = {}
         self._pending: dict[int, asyncio.Future[torch.Tensor]] = {}
         self._cancelled: set[int] = set()  # wire ids cancelled, awaiting the worker's "dropped" or answer
+        self._started: dict[int, asyncio.Future[None]] = {}  # wire id -> done once the worker runs it
         self._plan: tuple[FaultPlan, float] | None = None
         self._closing = False
 
@@ -137,6 +139,21 @@ class LocalInstance(Instance):
         finally:
             self._wire.pop(request_id, None)
             self._pending.pop(wire, None)
+            self._started.pop(wire, None)
+
+    async def started(self, request_id: int) -> None:
+        """Wait until the worker has started running ``request_id`` (not just queued it).
+
+        Raises:
+            KeyError: no such request is outstanding.
+            InstanceError: the request ended (worker died, request dropped) before it started.
+        """
+        wire = self._wire[request_id]
+        waiter = self._started.setdefault(wire, asyncio.get_running_loop().create_future())
+        pending: asyncio.Future[Any] = self._pending[wire]
+        await asyncio.wait({waiter, pending}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            raise InstanceError(f"{self.name}: request {request_id} ended before the worker started it")
 
     def cancel(self, request_id: int) -> None:
         # The request stays pending until the worker says "dropped" (or answers, the answer then discarded):
@@ -156,6 +173,9 @@ class LocalInstance(Instance):
         try:
             while True:
                 header, array = await read_frame(reader)
+                if header.get("op") == "started":
+                    self._mark_started(header.get("ids", ()))
+                    continue
                 wire = int(header.get("id", -1))
                 future = self._pending.pop(wire, None)
                 cancelled = wire in self._cancelled
@@ -174,9 +194,18 @@ class LocalInstance(Instance):
         if self.restart and not self._closing:
             asyncio.get_running_loop().create_task(self._restart())
 
+    def _mark_started(self, wires: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        for wire in wires:
+            if wire in self._pending:
+                waiter = self._started.setdefault(int(wire), loop.create_future())
+                if not waiter.done():
+                    waiter.set_result(None)
+
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}
         self._cancelled.clear()
+        self._started.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(InstanceError(f"{self.name}: {why}"))

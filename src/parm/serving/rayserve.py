@@ -1,175 +1,394 @@
-"""The ``ray`` backend: every instance is a Ray Serve deployment with one replica (``pip install parm[ray]``).
+"""The ``ray`` backend: every instance is a one-replica Ray Serve deployment (``pip install 'parity-models[ray]'``).
 
-One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single replica holding F or
-one parity model, so the frontend's :class:`~parm.serving.instance.InstancePool` keeps deciding where
-each request goes: the members of a coding group land on distinct instances, hence on distinct
-replicas (on a cluster, on whichever nodes Ray placed them). Ray Serve restarts a replica that dies;
-the requests it held fail with :class:`InstanceError`, and the frontend decodes or re-sends them.
-No HTTP proxy is started (the frontend talks to the replicas through deployment handles), and a
-cluster started here binds 127.0.0.1.
+One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single
+:class:`~parm.serving.rayreplica.ParmReplica`, so the frontend's
+:class:`~parm.serving.instance.InstancePool` keeps deciding where each request goes. What Ray adds:
+
+- **Placement by node.** On a multi-node cluster each replica is pinned to a node with a label
+  selector (``ray.io/node-id``): model replicas round-robin over one set of nodes, parity replicas
+  over another, so a coding group's members and parities can sit on distinct nodes; each instance's
+  failure *domain* is its node, and the frontend never puts two requests of a group in one domain
+  when another is free. A replica whose node is gone falls back to any other node.
+- **Health.** A failed call, or Serve reporting no running replica, marks the instance down at once:
+  its in-flight requests fail with :class:`InstanceError` (the frontend decodes or re-sends them),
+  and new requests avoid it until a probe call reaches its restarted replica.
+- **Artifacts through the object store**: the checkpoint's bytes are put in Ray's object store
+  once; replicas on any node read them from there, not from a shared path (the parity replicas of a
+  Learning-a-Code artifact also get F's bytes: F answers their queries).
+- **One lifecycle.** Every application is deployed by one ``serve.run_many`` (replicas start in
+  parallel) and deleted together. A cluster this backend starts binds 127.0.0.1 only
+  (:func:`~parm.serving.raycluster.loopback_only`) and is shut down by :meth:`RayBackend.stop`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
+import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
 
+from parm.serving.faults import FaultPlan
 from parm.serving.instance import Instance, InstanceError, RequestCancelled
-from parm.serving.worker import WorkerSpec, load_instance_model
+from parm.serving.worker import WorkerSpec
+
+# Serve's leaner request path: the router runs in the caller's event loop and user code in the
+# replica's, not each in a thread of its own. Read when ray.serve is first imported.
+THROUGHPUT_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+for _key, _value in THROUGHPUT_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 try:
     import ray
     from ray import serve
-    from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+    from ray.exceptions import RayError
     from ray.serve.exceptions import RayServeException, RequestCancelledError
     from ray.serve.handle import DeploymentHandle, DeploymentResponse
 except ImportError as e:
-    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parm[ray]'`.") from e
+    raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parity-models[ray]'`.") from e
+
+from parm.serving.raycluster import LOOPBACK_ENV, loopback_only  # noqa: E402
+from parm.serving.rayreplica import LOOPBACK_REPLICA_ENV, ParmReplica  # noqa: E402
+
+log = logging.getLogger(__name__)
+NODE_LABEL = "ray.io/node-id"
+ACTOR_OPTIONS = frozenset({"num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env"})
+_CALL_ERRORS = (RayError, RayServeException)
 
 
-class _Replica:
-    """A Ray Serve replica: one model, requests batched up to ``spec.max_batch``."""
+@dataclass(frozen=True)
+class RaySettings:
+    """How the ray backend deploys its replicas.
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        torch.set_num_threads(spec.threads)
-        self.model = load_instance_model(spec)
-        self.service_time_s = spec.service_time_s
-        self.__call__.set_max_batch_size(spec.max_batch)  # type: ignore[attr-defined]  # added by serve.batch
+    Args:
+        actor_options: Ray Serve ``ray_actor_options`` of every replica (``num_cpus``, ``num_gpus``,
+            ``resources``, ``memory``, ``accelerator_type``, ``runtime_env``).
+        spread: pin replicas to nodes (models and parities on separate node sets) on a multi-node cluster.
+        max_ongoing_requests: requests a replica accepts at once (the pool's capacity is the real limit).
+        health_check_period_s, health_check_timeout_s: Serve's health checks of each replica.
+        monitor_period_s: how often the backend asks Serve which replicas run (a down instance is
+            probed as often).
+        loopback: a cluster started by the backend binds 127.0.0.1 only.
+    """
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.stack(xs)).float()).numpy()
-        # Emulated accelerator time, as in the local worker: the CPU is left to the others.
-        wait = self.service_time_s - (time.perf_counter() - start)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return list(out)
+    actor_options: Mapping[str, Any] = field(default_factory=lambda: {"num_cpus": 0})
+    spread: bool = True
+    max_ongoing_requests: int = 64
+    health_check_period_s: float = 1.0
+    health_check_timeout_s: float = 5.0
+    monitor_period_s: float = 1.0
+    loopback: bool = True
 
-    def pid(self) -> int:
-        """The replica's process id (tests check that instances are distinct processes)."""
-        return os.getpid()
-
-    def crash(self) -> None:
-        """Fault hook: the replica's process dies now (Ray Serve starts a new one)."""
-        os._exit(17)
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.actor_options) - ACTOR_OPTIONS)
+        if unknown:
+            raise ValueError(f"serve.ray.actor_options: unknown option(s) {unknown}; Ray Serve replicas take "
+                             f"{sorted(ACTOR_OPTIONS)} (e.g. num_gpus: 1, resources: {{accelerator: 1}}).")
+        if self.max_ongoing_requests < 1 or min(self.health_check_period_s, self.health_check_timeout_s,
+                                                self.monitor_period_s) <= 0:
+            raise ValueError("max_ongoing_requests >= 1 and positive health-check and monitor periods are required, "
+                             f"got {self.max_ongoing_requests}, {self.health_check_period_s}, "
+                             f"{self.health_check_timeout_s}, {self.monitor_period_s}.")
 
 
 class RayInstance(Instance):
-    """An instance served by a one-replica Ray Serve deployment.
+    """An instance served by a one-replica Ray Serve deployment (the application of the same name).
 
     Args:
         spec: what the replica loads and how it serves.
-        max_ongoing_requests: requests the replica accepts at once (the pool's capacity is the real limit).
     """
 
-    def __init__(self, spec: WorkerSpec, max_ongoing_requests: int = 64) -> None:
+    shares_domains = True
+
+    def __init__(self, spec: WorkerSpec) -> None:
         super().__init__(spec.name, "model" if spec.parity_index is None else "parity", spec.parity_index)
         self.spec = spec
-        self.max_ongoing_requests = max_ongoing_requests
         self.handle: DeploymentHandle | None = None
-        self._inflight: dict[int, DeploymentResponse] = {}
+        self.node: str | None = None
+        self.pid: int | None = None
+        self.downs = 0
+        self._up = False
+        self._plan: tuple[FaultPlan, float] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: dict[int, tuple[DeploymentResponse, asyncio.Future[torch.Tensor]]] = {}
 
     @property
     def alive(self) -> bool:
-        return self.handle is not None
+        return self.handle is not None and self._up
 
-    def deploy(self) -> None:
-        """Deploy (blocking) as the Serve application named after the instance."""
-        deployment = serve.deployment(name=self.name, num_replicas=1, max_ongoing_requests=self.max_ongoing_requests,
-                                      ray_actor_options={"num_cpus": 0})(_Replica)
-        self.handle = serve.run(deployment.bind(self.spec), name=self.name, route_prefix=None)
+    @property
+    def domain(self) -> str:
+        return self.node or self.name
 
     async def infer(self, request_id: int, x: torch.Tensor) -> torch.Tensor:
-        if self.handle is None:
-            raise InstanceError(f"{self.name} is not deployed")
+        if self.handle is None or not self._up:
+            raise InstanceError(f"{self.name} is down")
         response = cast(DeploymentResponse, self.handle.remote(x.detach().cpu().numpy()))
-        self._inflight[request_id] = response
+        waiter: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
+        self._inflight[request_id] = (response, waiter)
+        waiter.add_done_callback(lambda _: self._inflight.pop(request_id, None))
+        task = asyncio.ensure_future(self._settle(response, waiter))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await waiter
+
+    async def _settle(self, response: DeploymentResponse, waiter: asyncio.Future[torch.Tensor]) -> None:
+        """Resolve ``waiter`` from the replica's answer, unless :meth:`mark_down` failed it first."""
         try:
-            return torch.from_numpy(np.array(await response))  # a writable copy of the reply
-        except (RequestCancelledError, TaskCancelledError, asyncio.CancelledError) as e:
-            if request_id in self._inflight:
-                raise  # not withdrawn by cancel(): the frontend itself is being cancelled
-            raise RequestCancelled(request_id) from e
-        except (RayActorError, RayTaskError, RayServeException) as e:
-            raise InstanceError(f"{self.name}: {type(e).__name__}: {e}") from e
-        finally:
-            self._inflight.pop(request_id, None)
+            out: torch.Tensor | BaseException = torch.from_numpy(np.array(await response))  # a writable copy
+        except (RequestCancelledError, asyncio.CancelledError):
+            out = RequestCancelled(self.name)
+        except _CALL_ERRORS as e:
+            out = InstanceError(f"{self.name}: {type(e).__name__}: {e}")
+            self.mark_down(f"a call failed ({type(e).__name__})")
+        if waiter.done():
+            return
+        if isinstance(out, BaseException):
+            waiter.set_exception(out)
+        else:
+            waiter.set_result(out)
 
     def cancel(self, request_id: int) -> None:
-        response = self._inflight.pop(request_id, None)
-        if response is not None:
-            response.cancel()
+        entry = self._inflight.get(request_id)
+        if entry is not None:
+            entry[0].cancel()  # Ray confirms: infer then raises RequestCancelled
 
-    async def call(self, method: str) -> object:
-        """Call a replica method (``pid``, ``crash``) and await its result."""
+    def mark_down(self, why: str) -> None:
+        """Stop sending here and fail every in-flight request now (the frontend decodes or re-sends them)."""
+        if self._up:
+            self.downs += 1
+        self._up = False
+        inflight, self._inflight = self._inflight, {}
+        for response, waiter in inflight.values():
+            response.cancel()
+            if not waiter.done():
+                waiter.set_exception(InstanceError(f"{self.name} is down: {why}"))
+
+    async def probe(self, timeout_s: float) -> bool:
+        """Ask the replica where it runs; on an answer the instance is up (on that node)."""
+        if self.handle is None:
+            return False
+        try:
+            self.node, self.pid = await asyncio.wait_for(self.handle.where.remote(), timeout_s)
+        except (asyncio.TimeoutError, *_CALL_ERRORS):
+            return False
+        if self._plan is not None:  # a restarted replica keeps the run's fault plan, as a local worker does
+            with contextlib.suppress(*_CALL_ERRORS):
+                await self.call("set_faults", self._plan[0].to_dict(), self._plan[1])
+        self._up = True
+        return True
+
+    async def set_faults(self, plan: FaultPlan, epoch: float, timeout_s: float = 30.0) -> None:
+        """Arm a fault plan (times relative to wall time ``epoch``); kept for a restarted replica."""
+        self._plan = (plan, epoch)
+        if self.alive:  # a down replica gets the plan when it is back (probe)
+            await asyncio.wait_for(self.call("set_faults", plan.to_dict(), epoch), timeout_s)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Call a replica method (``where``, ``set_faults``, ``crash``) and await its result."""
         if self.handle is None:
             raise InstanceError(f"{self.name} is not deployed")
-        return await getattr(self.handle, method).remote()
+        try:
+            return await getattr(self.handle, method).remote(*args)
+        except _CALL_ERRORS as e:
+            self.mark_down(f"a call failed ({type(e).__name__})")
+            raise
 
 
 class RayBackend:
-    """Deploys, and removes, one Ray Serve application per instance.
+    """Deploys one Ray Serve application per instance, watches their health, removes them together.
 
     Args:
         specs: one :class:`WorkerSpec` per instance.
-        address: a running Ray cluster (``"auto"``, ``"ray://host:10001"``); None starts a local one
-            bound to 127.0.0.1 and shuts it down in :meth:`stop`.
+        address: a running Ray cluster (``"auto"``, ``"ray://host:10001"``); None connects to the
+            cluster this process already joined, or starts one on 127.0.0.1 and stops it in :meth:`stop`.
+        settings: deployment options.
         num_cpus: CPUs of a locally started cluster (None: all).
     """
 
-    def __init__(self, specs: Sequence[WorkerSpec], address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, specs: Sequence[WorkerSpec], address: str | None = None,
+                 settings: RaySettings | None = None, num_cpus: int | None = None) -> None:
         self.instances = [RayInstance(s) for s in specs]
         self.address = address
+        self.settings = settings or RaySettings()
         self.num_cpus = num_cpus
+        self.on_change: list[Any] = []  # async callables run when an instance comes back (pool.notify)
         self._owns_cluster = False
+        self._monitor: asyncio.Task[None] | None = None
 
     @classmethod
     def for_code(cls, base: str, parity: str | None, n_model: int, n_parity: int, r: int = 1,
-                 address: str | None = None, **spec_kwargs: object) -> RayBackend:
+                 address: str | None = None, settings: RaySettings | None = None,
+                 **spec_kwargs: Any) -> RayBackend:
         """``n_model`` instances of F and ``n_parity`` parity instances, parity indices round-robin."""
         if n_parity and parity is None:
             raise ValueError("parity instances need a parity checkpoint (parity.pt).")
-        specs = [WorkerSpec(f"model-{i}", base, **spec_kwargs) for i in range(n_model)]  # type: ignore[arg-type]
-        specs += [WorkerSpec(f"parity-{i}", str(parity), parity_index=i % r, base=base, **spec_kwargs)  # type: ignore[arg-type]
+        specs = [WorkerSpec(f"model-{i}", base, **spec_kwargs) for i in range(n_model)]
+        # base: a Learning-a-Code artifact's parity instances run F itself (its bytes are shipped beside the artifact).
+        specs += [WorkerSpec(f"parity-{i}", str(parity), parity_index=i % r, base=base, **spec_kwargs)
                   for i in range(n_parity)]
-        return cls(specs, address=address)
+        return cls(specs, address=address, settings=settings)
 
     async def start(self) -> None:
-        """Connect to (or start) Ray and deploy every instance."""
+        """Connect to (or start) Ray, deploy every instance at once, and start watching their health."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._start_blocking)
+        ok = await asyncio.gather(*(i.probe(60.0) for i in self.instances))
+        if not all(ok):
+            raise InstanceError(f"replicas of {[i.name for i, up in zip(self.instances, ok, strict=True) if not up]} "
+                                "did not answer within 60 s after deployment; see Ray's logs.")
+        self._monitor = loop.create_task(self._watch())
 
     def _start_blocking(self) -> None:
         if not ray.is_initialized():
             if self.address is None:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                if self.settings.loopback:
+                    loopback_only()
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
                 self._owns_cluster = True
             else:
                 ray.init(address=self.address, log_to_driver=False)
         serve.start(proxy_location="Disabled")
-        for inst in self.instances:
-            inst.deploy()
+        artifacts = _put_artifacts([i.spec for i in self.instances])
+        nodes = placement(self.instances, _alive_nodes()) if self.settings.spread else {}
+        targets = [serve.RunTarget(self._deployment(i, nodes.get(i.name)).bind(i.spec, artifacts[i.name]),
+                                   name=i.name, route_prefix=None) for i in self.instances]
+        handles = serve.run_many(targets)
+        for inst, handle in zip(self.instances, handles, strict=True):
+            inst.handle = handle
+
+    def _deployment(self, inst: RayInstance, node: str | None) -> Any:
+        options = dict(self.settings.actor_options)
+        runtime_env = dict(options.get("runtime_env") or {})
+        env = dict(THROUGHPUT_ENV)
+        if os.environ.get(LOOPBACK_ENV) == "0":  # this process started the cluster bound to loopback
+            env[LOOPBACK_REPLICA_ENV] = "1"
+        runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
+        options["runtime_env"] = runtime_env
+        if node is not None:
+            options["label_selector"] = {NODE_LABEL: node}
+            options["fallback_strategy"] = [{"label_selector": {NODE_LABEL: f"!{node}"}}]
+        return serve.deployment(ParmReplica, name=inst.name, num_replicas=1, ray_actor_options=options,
+                                max_ongoing_requests=self.settings.max_ongoing_requests,
+                                health_check_period_s=self.settings.health_check_period_s,
+                                health_check_timeout_s=self.settings.health_check_timeout_s)
+
+    async def _watch(self) -> None:
+        """Mark down instances whose replica Serve does not report running; bring back those that answer."""
+        loop = asyncio.get_running_loop()
+        period = self.settings.monitor_period_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                running, dead = await asyncio.wait_for(loop.run_in_executor(None, _cluster_view), 5 * period)
+                for inst in self.instances:
+                    if inst.alive and inst.node in dead:  # GCS knows before Serve's controller does
+                        inst.mark_down("its node is dead")
+                    elif inst.alive and running.get(inst.name, 0) == 0:
+                        inst.mark_down("Serve reports no running replica")
+                down = [i for i in self.instances if not i.alive and i.handle is not None]
+                back = await asyncio.gather(*(i.probe(4 * period) for i in down))
+                if any(back):
+                    for notify in self.on_change:
+                        await notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the watch must outlive any one failed look at the cluster
+                log.warning("health check of the ray instances failed (%s: %s); retrying", type(e).__name__, e)
+
+    async def set_faults(self, plans: Sequence[FaultPlan], epoch: float | None = None) -> float:
+        """Arm plan i on instance i, relative to ``epoch`` (default now); returns the epoch."""
+        epoch = time.time() if epoch is None else epoch
+        await asyncio.gather(*(i.set_faults(p, epoch) for i, p in zip(self.instances, plans, strict=False)))
+        return epoch
 
     async def stop(self) -> None:
-        """Delete the applications; shut Ray down if this backend started it."""
-        await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._stop_blocking))
+        """Delete every application together; shut Ray down if this backend started it."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+        for inst in self.instances:
+            inst.mark_down("stopped")
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_blocking)
 
     def _stop_blocking(self) -> None:
-        for inst in self.instances:
-            if inst.handle is not None:
-                serve.delete(inst.name)
-                inst.handle = None
+        names = [i.name for i in self.instances if i.handle is not None]
         if self._owns_cluster:
-            serve.shutdown()
+            serve.shutdown()  # removes every application and the controller at once
             ray.shutdown()
             self._owns_cluster = False
+        elif names:
+            for name in names:
+                serve.delete(name, _blocking=False)
+            deadline = time.monotonic() + 60
+            while set(names) & set(serve.status().applications) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for inst in self.instances:
+            inst.handle = None
+
+
+def placement(instances: Sequence[RayInstance], nodes: Sequence[str]) -> dict[str, str]:
+    """Node of each instance: models round-robin over some nodes, parities over the others.
+
+    Parities get a share of the nodes proportional to their share of the instances (at least one),
+    so that with k + r or more nodes no node holds both a member and a parity of one group. On one
+    node there is nothing to spread: returns ``{}``.
+    """
+    if len(nodes) < 2:
+        return {}
+    models = [i for i in instances if i.role == "model"]
+    parities = [i for i in instances if i.role == "parity"]
+    n_parity_nodes = 0 if not parities else min(len(nodes) - 1, max(1, round(len(nodes) * len(parities)
+                                                                          / len(instances))))
+    model_nodes, parity_nodes = nodes[: len(nodes) - n_parity_nodes], nodes[len(nodes) - n_parity_nodes:]
+    where = {inst.name: model_nodes[n % len(model_nodes)] for n, inst in enumerate(models)}
+    where |= {inst.name: parity_nodes[n % len(parity_nodes)] for n, inst in enumerate(parities)}
+    return where
+
+
+def _alive_nodes() -> list[str]:
+    """Alive nodes that may hold replicas: every node but the driver's, when there are two or more others."""
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    others = [n for n in alive if n != ray.get_runtime_context().get_node_id()]
+    return others if len(others) >= 2 else alive
+
+
+def _cluster_view() -> tuple[dict[str, int], set[str]]:
+    """Running replicas per application (as Serve's controller reports them) and the dead nodes."""
+    if not ray.is_initialized():  # stopping: a Ray call now would start a new local cluster
+        return {}, set()
+    apps = serve.status().applications
+    running = {name: sum(n for dep in app.deployments.values() for state, n in dep.replica_states.items()
+                         if state == "RUNNING")
+               for name, app in apps.items()}
+    return running, {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+
+
+def _put_artifacts(specs: Sequence[WorkerSpec]) -> dict[str, list[Any]]:
+    """Each instance's ``[checkpoint ref]``, or ``[parity.pt ref, F's ref]`` for the parity instances of a
+    Learning-a-Code artifact (F answers its parity queries); each file is put in the object store once."""
+    from parm.artifacts import references_base
+
+    refs: dict[str, Any] = {}
+
+    def put(path: str) -> Any:
+        if path not in refs:
+            refs[path] = ray.put(_read(path))
+        return refs[path]
+
+    lac = {s.checkpoint: references_base(s.checkpoint) for s in specs if s.parity_index is not None and s.base}
+    return {s.name: [put(s.checkpoint), *([put(s.base)] if s.base and lac.get(s.checkpoint) else [])]
+            for s in specs}
+
+
+def _read(path: str) -> bytes:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass the base.pt/parity.pt written by train.py.")
+    with open(path, "rb") as f:
+        return f.read()

@@ -22,7 +22,7 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
               frontend: Mapping[str, Any] | None = None, worker: Mapping[str, Any] | None = None,
               capacity: int = 64, max_batch: int = 64, mean: Sequence[float] | None = None,
               std: Sequence[float] | None = None, backend: str = "local",
-              ray_address: str | None = None) -> web.Application:
+              ray_address: str | None = None, ray: Mapping[str, Any] | None = None) -> web.Application:
     """The aiohttp application; workers start with the app and stop with it.
 
     Args:
@@ -36,8 +36,11 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
         max_batch: most queries per HTTP request.
         mean, std: normalisation of ``uint8`` inputs; by default the one stored with F by train.py.
         backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (Ray Serve deployments,
-            ``pip install 'parm[ray]'``).
+            ``pip install 'parity-models[ray]'``).
         ray_address: ``backend="ray"``: a running cluster to join; None starts one on 127.0.0.1.
+        ray: ``backend="ray"``: :class:`~parm.serving.rayserve.RaySettings` fields (``actor_options``
+            with ``num_cpus``/``num_gpus``/``resources``, ``spread``, health-check periods, ``loopback``).
+            Each instance is one replica, so ``model_instances``/``parity_instances`` are the replica counts.
 
     Raises:
         ValueError: unknown backend, or ``policy=parm`` without a parity artifact.
@@ -45,15 +48,18 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
     if backend not in ("local", "ray"):
         raise ValueError(f"serve.backend must be 'local' or 'ray', got {backend!r}.")
     config = FrontendConfig(**dict(frontend or {}))
-    code, input_shape, stored = _read_model_files(base, parity, config.policy)
+    code, input_shape, stored, task = _read_model_files(base, parity, config.policy)
     mean = stored.get("mean") if mean is None else mean
     std = stored.get("std") if std is None else std
     if config.policy != "parm":
         parity_instances = 0
     r = code.spec.r if code is not None else 1
-    instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker)
-    service = PredictionService(Frontend(InstancePool(instances.instances, capacity), code, config),
-                                input_shape, max_batch=max_batch, mean=mean, std=std)
+    instances = _instances(backend, base, parity, model_instances, parity_instances, r, ray_address, worker, ray)
+    pool = InstancePool(instances.instances, capacity)
+    if backend == "ray":
+        instances.on_change.append(pool.notify)  # a replica back up wakes dispatchers waiting for one
+    service = PredictionService(Frontend(pool, code, config), input_shape, max_batch=max_batch, mean=mean, std=std,
+                                task=task)
     app = service.app()
 
     async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
@@ -69,31 +75,38 @@ def build_app(base: str, parity: str | None, model_instances: int, parity_instan
 
 
 def _read_model_files(base: str, parity: str | None,
-                      policy: str) -> tuple[Code | None, tuple[int, ...], dict[str, Any]]:
-    """The code (from parity.pt), the query shape and F's stored input normalisation."""
+                      policy: str) -> tuple[Code | None, tuple[int, ...], dict[str, Any], str]:
+    """The code (from parity.pt), the query shape, F's stored input normalisation and its task."""
     from parm.models.checkpoint import load_model
 
     _, header = load_model(base)
-    input_shape = tuple(header["spec"]["input_shape"])
-    normalization = dict((header.get("meta") or {}).get("normalization") or {})
+    meta = header.get("meta") or {}
+    # train.py records the query shape in base.pt's meta; parm's own architectures also take it as an argument.
+    shape = meta.get("input_shape") or header["spec"].get("input_shape")
+    if shape is None and parity is None:
+        raise ValueError(f"{base} records no input shape (F's constructor takes none); serve the base.pt of a "
+                         f"train.py run, which records it, or pass serve.parity=<run>/parity.pt.")
+    input_shape = tuple(shape or ())
+    normalization = dict(meta.get("normalization") or {})
+    task = str(meta.get("task") or "classification")  # F's files from before tasks existed are classifiers
     if parity is None:
         if policy == "parm":
             raise ValueError("policy 'parm' needs serve.parity=<path to parity.pt>.")
-        return None, input_shape, normalization
+        return None, input_shape, normalization, task
     from parm.artifacts import load_parity
 
     artifact = load_parity(parity, base=base)  # a Learning-a-Code artifact's parity instances run this F
-    return artifact.code, artifact.input_shape, normalization
+    return artifact.code, artifact.input_shape, normalization, task
 
 
 def _instances(backend: str, base: str, parity: str | None, model_instances: int, parity_instances: int, r: int,
-               ray_address: str | None, worker: Mapping[str, Any] | None) -> Any:
+               ray_address: str | None, worker: Mapping[str, Any] | None, ray: Mapping[str, Any] | None) -> Any:
     """Model and parity instances as local worker processes or Ray Serve deployments."""
     if backend == "ray":
-        from parm.serving.rayserve import RayBackend
+        from parm.serving.rayserve import RayBackend, RaySettings
 
         return RayBackend.for_code(base, parity, model_instances, parity_instances, r=r, address=ray_address,
-                                   **dict(worker or {}))
+                                   settings=RaySettings(**dict(ray or {})), **dict(worker or {}))
     return LocalBackend.for_code(base, parity, model_instances, parity_instances, r=r, **dict(worker or {}))
 
 

@@ -4,7 +4,8 @@ Protocol (frames of :mod:`parm.serving.wire`), frontend -> worker:
     ``{"op": "infer", "id": n}`` + array ``(*input_shape)``; ``{"op": "cancel", "id": n}``;
     ``{"op": "faults", "plan": {...}, "epoch": t0}`` (a :class:`FaultPlan` relative to wall time t0);
     ``{"op": "crash"}`` (fault hook: die now).
-worker -> frontend: ``{"op": "result", "id": n}`` + array ``(*output_shape)``, or ``{"op": "dropped", "id": n}``
+worker -> frontend: ``{"op": "started", "ids": [n, ...]}`` when a batch starts running, then per request
+``{"op": "result", "id": n}`` + array ``(*output_shape)``, or ``{"op": "dropped", "id": n}``
 for a cancelled request, once the worker has let go of it. Every request gets exactly one of the two, so
 the frontend counts a cancelled request against this worker's load until the worker is really done
 with it (a request cancelled mid-batch keeps the worker busy until the batch ends).
@@ -144,6 +145,9 @@ def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
             sock.sendall(b"".join(pack({"op": "dropped", "id": i}) for i in dropped))
         if not batch:
             continue
+        # Said before running: the frontend can tell a running request from a queued one (a cancelled
+        # running request holds the worker until the batch ends; a queued one is dropped unrun).
+        sock.sendall(pack({"op": "started", "ids": [i for i, _ in batch]}))
         start = time.perf_counter()
         with torch.inference_mode():
             out = model(torch.from_numpy(np.stack([a for _, a in batch])).float()).numpy()

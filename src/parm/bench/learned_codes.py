@@ -1,16 +1,19 @@
 """``docs/results/learned_codes.md``: learned codes, the Learning-a-Code mode and quality at k = 2, with
-each target checked, rendered from the JSON records ``scripts/compare_codes.py`` wrote.
+each target checked, rendered from the JSON records ``scripts/compare_codes.py`` (:mod:`parm.bench.codes`)
+and ``scripts/reproduce.py`` (:mod:`parm.bench.reproduce`) wrote; ``scripts/learned_codes_report.py`` is its CLI.
 
 Only reads JSON: every figure on the page is in a committed record, and a test re-renders the page.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[3]
 DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 # The issue's targets: learned >= sum at k = 2, >= concat at k = 4, >= parm-sum's 100-epoch 0.526 at k = 8 (MNIST);
 # Learning-a-Code at k = 2 on MNIST >= 0.90; the best coder within 3 points of A_a at k = 2; Fashion-MNIST with
@@ -121,7 +124,8 @@ def _reproduced(folder: Path, data: str) -> list[str]:
         return []
     prefix = {"mnist": "mnist mlp k=2 ", "fashion_mnist": "fashion mlp k=2 "}[data]
     lines = []
-    for name, row in json.loads(path.read_text()).items():
+    for row in json.loads(path.read_text())["setups"]:  # parm.bench.reproduce.record
+        name = row["name"]
         if not name.startswith(prefix):
             continue
         available, degraded = row["test"]["available_acc"], row["test"]["degraded_acc"]
@@ -171,3 +175,14 @@ def render(folder: Path) -> str:
             "`lac-sum`: `code=lac code.encoder_kwargs.init=sum code.decoder_kwargs.init=auto` (`..._lac_sum_e3.json`).",
             ""]
     return "\n".join([*head, *learned_section(folder), *lac_section(folder), *quality_section(folder)])
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Write ``learned_codes.md`` under ``--results`` from the records there; returns its path."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    args = parser.parse_args(None if argv is None else list(argv))
+    page = Path(args.results) / "learned_codes.md"
+    page.write_text(render(Path(args.results)))
+    print(page.read_text())
+    return page
