@@ -161,6 +161,33 @@ def test_ray_settings_reject_unknown_actor_options() -> None:
 
 
 @pytest.mark.slow
+def test_learning_a_code_parity_replica_gets_f_through_the_object_store(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code=lac parity.pt references F's file; its parity replicas get F's bytes beside it, not a path."""
+    from parm.artifacts import BASE_PARITY_SPEC, code_record, save_parity
+    from parm.coding import CodeSpec, build_code
+    from parm.serving import rayreplica, rayserve
+    from parm.serving.worker import WorkerSpec
+
+    plain_base, plain_parity = write_checkpoints(tmp_path)
+    f, header = load_model(plain_base)
+    code = build_code("learned", "learned", CodeSpec(2), (1, 28, 28), (10,))
+    lac = save_parity(tmp_path / "lac.pt", [f], BASE_PARITY_SPEC, code, code_record(code, {}, {}), (1, 28, 28), (10,),
+                      meta={"base": plain_base})
+    specs = [WorkerSpec("model-0", plain_base), WorkerSpec("parity-0", str(lac), parity_index=0, base=plain_base),
+             WorkerSpec("parity-1", plain_parity, parity_index=0, base=plain_base)]
+    monkeypatch.setattr(rayserve.ray, "put", lambda blob: ("ref", blob))
+    refs = rayserve._put_artifacts(specs)
+    assert [len(refs[name]) for name in ("model-0", "parity-0", "parity-1")] == [1, 2, 1]
+    assert refs["parity-0"][1] is refs["model-0"][0], "F's bytes are put once, shared with F's replicas"
+    Path(plain_base).rename(tmp_path / "elsewhere.pt")  # the replica must not read the recorded path
+    monkeypatch.setattr(rayreplica.ray, "get", lambda ref: ref[1])
+    replica = rayreplica.ParmReplica(specs[1], refs["parity-0"])
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(replica.model(x), f.eval()(x)), "the parity replica runs F itself"
+
+
 def test_replicas_sit_on_their_nodes_and_answer_from_the_object_store(deployed: Deployed) -> None:
     nodes = {deployed.cluster.node_id(n) for n in deployed.cluster.workers}
     where = {i.name: i.node for i in deployed.backend.instances}
