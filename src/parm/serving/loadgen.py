@@ -17,12 +17,14 @@ PERCENTILES = (50, 90, 99, 99.5, 99.9)
 
 @dataclass
 class RunResult:
-    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class, loop lag."""
+    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, predicted class, loop lag,
+    and run-level counts (e.g. ``extra_load``: requests sent per query beyond one)."""
 
     latency: np.ndarray
     degraded: np.ndarray
     predicted: np.ndarray
     lag: dict[str, float] | None = None
+    counts: dict[str, float] | None = None
 
     def summary(self, labels: np.ndarray | None = None) -> dict[str, float]:
         """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels``, lost queries."""
@@ -34,7 +36,7 @@ class RunResult:
         out["lost"] = int((~ok).sum())
         if labels is not None:
             out["accuracy"] = float((self.predicted[ok] == labels[ok]).mean()) if lat.size else float("nan")
-        return {**out, **(self.lag or {})}
+        return {**out, **(self.lag or {}), **(self.counts or {})}
 
 
 async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float, seed: int,
