@@ -79,12 +79,23 @@ class ServiceTime:
         per_item = float(max(0.0, np.polyfit(sizes, medians, 1)[0])) if len(sizes) > 1 else 0.0
         median = float(medians[0])
         ratios = np.concatenate([samples[b] / (median + per_item * (b - 1)) for b in sizes])
-        floor = float(min(0.95, np.quantile(ratios, 0.001) * 0.98))
+        floor = _floor(ratios)
         logs = np.log(ratios - floor)
         # Median and a robust spread (the 50-90% quantile gap), so a few descheduled passes do not set sigma.
         mu = float(np.median(logs))
         sigma = float((np.quantile(logs, 0.9) - mu) / 1.2816)
         return cls(median, per_item, floor, mu, max(sigma, 0.0))
+
+
+def _floor(ratios: np.ndarray) -> float:
+    """The shift that makes log(ratio - shift) most symmetric (10/50/90% quantiles): a lognormal's is."""
+    best, best_skew = 0.0, math.inf
+    for floor in np.linspace(0.0, min(0.95, float(ratios.min())) * 0.995, 60):
+        q10, q50, q90 = np.quantile(np.log(ratios - floor), (0.1, 0.5, 0.9))
+        skew = abs((q90 - q50) - (q50 - q10))
+        if skew < best_skew:
+            best, best_skew = float(floor), skew
+    return best
 
 
 def measure_service(spec: object, batches: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 400,
