@@ -22,8 +22,8 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -155,9 +155,10 @@ class Simulator:
         self.forming: dict | None = None
         # Query state: [group or None, slot, requests]; group: dict.
         self.qstate: list[list] = [[None, 0, []] for _ in range(c.queries)]
-        handlers: dict[int, Callable[[float, Any], None]] = {FINISH: self._finish, RESULT: self._result, GROUP_TIMEOUT: self._group_timeout,
-                    GRACE: self._decode, HEDGE: self._hedge, HEDGE_MEMBER: self._hedge_member,
-                    CRASH: self._crash, RESTART: self._restart, FAIL: self._failed}
+        handlers: dict[int, Callable[[float, Any], None]] = {
+            FINISH: self._finish, RESULT: self._result, GROUP_TIMEOUT: self._group_timeout, GRACE: self._decode,
+            HEDGE: self._hedge, HEDGE_MEMBER: self._hedge_member, CRASH: self._crash, RESTART: self._restart,
+            FAIL: self._failed}
         arrival, heap, nxt = self.arrival, self.heap, 0
         while nxt < c.queries or (heap and self.unanswered):
             if nxt < c.queries and (not heap or arrival[nxt] <= heap[0][0]):
