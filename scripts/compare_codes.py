@@ -52,10 +52,9 @@ PAPER = {"mnist": {8: (0.872, 0.683), 10: (0.872, 0.592), 12: (0.868, 0.503)},
 
 
 def _compose(data: str, data_dir: str, overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
+    from parm.pipeline import compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"data={data}", f"data_dir={data_dir}", *overrides])
+    return compose([f"data={data}", f"data_dir={data_dir}", *overrides])
 
 
 def _parse_parity(items: list[str]) -> dict[int, Path]:
@@ -98,14 +97,14 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
     from hydra.utils import instantiate
     from parm_berrut import ApproxIFERCode
 
-    from parm.pipeline import _model_spec, load_or_train_base, num_outputs, resolve_task
+    from parm.pipeline import load_or_train_base, model_spec, num_outputs, resolve_task
 
     cfg = _compose(args.data, args.data_dir, [f"output_dir={Path(args.workdir) / args.data}", "k=1",
                                               *([f"base.ckpt={args.base}"] if args.base else []), *args.override])
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     task = resolve_task(cfg, datamodule)  # classification, or boxes scored by IoU (data=localization)
-    base, base_path = load_or_train_base(cfg, _model_spec(cfg.model, datamodule.input_shape, num_outputs(datamodule)),
+    base, base_path = load_or_train_base(cfg, model_spec(cfg.model, datamodule.input_shape, num_outputs(datamodule)),
                                          Path(cfg.output_dir))
     base.eval()
     x, y = datamodule.split("test")

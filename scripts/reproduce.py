@@ -21,12 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-
+from parm.pipeline import compose
 from parm.runs import Run, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = str(ROOT / "conf")
 
 # (name, overrides). Every parity setup runs with the reference optimiser and batch.
 QUICK = [
@@ -64,8 +62,7 @@ def compose_setup(overrides: list[str], run_dir: Path, args: argparse.Namespace,
         common.append(f"data_dir={args.data_dir}")
     if args.cache_dir:
         common.append(f"cache_dir={args.cache_dir}")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[*overrides, *common, *args.set])
+    return compose([*overrides, *common, *args.set])
 
 
 def run_setups(args: argparse.Namespace) -> tuple[list[tuple[str, Run]], list[tuple[str, str]]]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from parm.pipeline import compose
 
 # One batch of everything: configs run in seconds on tiny data.
 TINY = [
@@ -22,10 +21,7 @@ TINY = [
 def compose_train(tmp: Path, data_dir: Path, overrides: list[str] | tuple[str, ...] = (),
                   run_name: str = "run") -> DictConfig:
     """The train config with the run folder ``tmp/run_name`` and the F cache ``tmp/cache``."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[
-            f"output_dir={tmp / run_name}", f"data_dir={data_dir}", f"cache_dir={tmp / 'cache'}", *overrides,
-        ])
+    return compose([f"output_dir={tmp / run_name}", f"data_dir={data_dir}", f"cache_dir={tmp / 'cache'}", *overrides])
 
 
 def run_train(tmp: Path, data_dir: Path, overrides: list[str] | tuple[str, ...] = (),

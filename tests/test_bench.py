@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from helpers import compose_train
+from parm.bench import gpu_report
+from parm.bench import loops as bench_loops
+from parm.bench import training as bench_train
+from parm.bench.harness import Harness
 from parm.coding import CodeSpec, build_code, sample_erasures
-from parm.lit import ParityModule
+from parm.lit import FastPath, ParityModule
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import bench_loops  # noqa: E402
-import bench_train  # noqa: E402
 
 TINY_SET = ["trainer.accelerator=cpu", "data.val_size=100", "data.eval_groups_per_batch=8", "base.epochs=1"]
 
@@ -54,9 +54,9 @@ def test_plain_loop_loss_is_parms_training_loss(tmp_path: Path, tiny_data_dir: P
                                                   "data.groups_per_batch=8", "trainer.accelerator=cpu"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    spec = pipeline.model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
     parts = bench_train.fresh_parts(cfg, datamodule, spec, tmp_path)
-    plain = bench_loops.PlainLoop(parts, datamodule, cfg, torch.device("cpu"), seed=0)
+    plain = bench_loops.PlainLoop(parts, datamodule, cfg, Harness(torch.device("cpu")), seed=0)
     index = torch.randperm(len(datamodule.split("train")[0]))[:16]
     x, y = datamodule.split("train")
     module = parts.module
@@ -123,8 +123,8 @@ def test_precomputed_targets_equal_lazy_cache() -> None:
     module.on_train_start()
     module._trainer = None
     index = torch.tensor([7, 1, 4])
-    torch.testing.assert_close(module._targets(torch.zeros(3, 6), index), base(x[index] * 2).detach())
-    assert module._cache_complete and module.target_seconds >= 0
+    torch.testing.assert_close(module.targets(torch.zeros(3, 6), index), base(x[index] * 2).detach())
+    assert module.targets.complete and module.target_seconds >= 0
 
 
 @pytest.mark.gpu
@@ -143,29 +143,30 @@ def test_cuda_graph_precompute_keeps_every_chunk() -> None:
     x = torch.randn(3 * 4096, 6, device=device)  # three full chunks: the same graph replayed
     base = nn.Linear(6, 4).to(device)
     module = ParityModule(base, [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,)),
-                          optimizer=functools.partial(torch.optim.Adam), compile="reduce-overhead").to(device)
+                          optimizer=functools.partial(torch.optim.Adam),
+                          fast=FastPath(compile="reduce-overhead")).to(device)
     module._trainer = SimpleNamespace(datamodule=Data())  # type: ignore[assignment]
     module.on_train_start()
     with torch.no_grad():
-        torch.testing.assert_close(module._target_cache, base(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(module.targets.values, base(x), rtol=1e-4, atol=1e-4)
 
 
 def test_channels_last_and_compile_paths_run_on_cpu() -> None:
     conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 16, 4))
     code = build_code("sum", "subtraction", CodeSpec(2, 1), (1, 4, 4), (4,))
     module = ParityModule(conv, [nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 4))],
-                          code, optimizer=functools.partial(torch.optim.Adam), channels_last=True)
+                          code, optimizer=functools.partial(torch.optim.Adam), fast=FastPath(channels_last=True))
     loss = module.training_step((torch.randn(8, 1, 4, 4), torch.zeros(8, dtype=torch.long), torch.arange(8)), 0)
     loss.backward()
     assert torch.isfinite(loss)
     compiled = ParityModule(nn.Linear(6, 4), [nn.Linear(6, 4)], build_code("sum", "subtraction", CodeSpec(2, 1),
-                            (6,), (4,)), optimizer=functools.partial(torch.optim.Adam), compile=True)
+                            (6,), (4,)), optimizer=functools.partial(torch.optim.Adam), fast=FastPath(compile=True))
     assert set(compiled.state_dict()) == {"base_model.weight", "base_model.bias", "parity_models.0.weight",
                                           "parity_models.0.bias"}, "compiled wrappers must not rename weights"
 
 
 def test_compile_modes_are_validated_and_train_on_cpu(tmp_path: Path) -> None:
-    from parm.lit.parity import compile_mode
+    from parm.lit.speed import compile_mode
 
     assert [compile_mode(v) for v in (False, None, True, "reduce-overhead")] == [None, None, "default",
                                                                                  "reduce-overhead"]
@@ -185,7 +186,8 @@ def test_compiled_training_matches_eager() -> None:
         torch.manual_seed(0)
         code = build_code("sum", "subtraction", CodeSpec(2, 1), (6,), (4,))
         module = ParityModule(nn.Linear(6, 4), [nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))], code,
-                              optimizer=functools.partial(torch.optim.SGD, lr=0.1), compile=mode)
+                              optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+                              fast=FastPath(compile=mode))
         module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no trainer here
         optimizer = module.configure_optimizers()
         data = torch.randn(4, 8, 6, generator=torch.Generator().manual_seed(1))
@@ -255,8 +257,6 @@ def _bench_report(date: str, parm: float, reference: float, tta: dict[str, objec
 
 
 def test_gpu_report_checks_the_issue_targets_and_records_the_run(tmp_path: Path) -> None:
-    import gpu_report
-
     out = tmp_path / "out"
     out.mkdir()
     (out / "hardware.txt").write_text("torch 2.11 cuda True NVIDIA H200")
@@ -274,8 +274,42 @@ def test_gpu_report_checks_the_issue_targets_and_records_the_run(tmp_path: Path)
     assert "parm, cached targets, groups/s: 36,000.0 (target ≥ 35,000.0): met" in text
     assert "parm, targets on the fly, groups/s: 26,000.0 (target ≥ 27,000.0): missed" in text
     assert "reference's final A_d 0.515: 4.5 s (target ≤ 5.0 s): met" in text
+    assert "parm (cached) / the reference loop's measured 2,000 groups/s: 18.0× (target ≥ 30.0×): missed" in text
     assert "NVIDIA H200" in text and (tmp_path / "results" / "gpu_2027-01-02_bench_b64.json").exists()
+    reports["bench_fast_cache_true"]["time_to_accuracy"]["parm"]["trace"] = [[2.0, 0.40], [9.0, 0.50]]  # type: ignore[index]
+    (out / "bench_fast_cache_true.json").write_text(json.dumps(reports["bench_fast_cache_true"]))
+    text, _ = gpu_report.render(out)
+    assert "final A_d 0.515: not reached in 9.0 s (last A_d 0.500) (target ≤ 5.0 s): missed" in text
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SystemExit, match="no bench_"):
         gpu_report.main([str(empty), "--stdout"])
+
+
+def test_harness_gives_every_contender_the_same_untimed_warmup() -> None:
+    calls: list[float] = []
+    harness = Harness(torch.device("cpu"), warmup_steps=4)
+    rates = harness.time(lambda: calls.append(1.0), steps=6, samples_per_step=10, k=2)
+    assert len(calls) == 10 and rates["images_per_second"] > 0
+    assert rates["groups_per_second"] == pytest.approx(rates["images_per_second"] / 2)
+
+
+def test_every_contender_runs_under_the_bench_compile_setting(tmp_path: Path, tiny_data_dir: Path) -> None:
+    """The plain and reference loops compile F_P as parm does when parity.compile is set (no longer eager)."""
+    from hydra.utils import instantiate
+
+    from parm import pipeline
+
+    cfg = compose_train(tmp_path, tiny_data_dir, ["data.val_size=20", "base.epochs=1", "data.groups_per_batch=8",
+                                                  "trainer.accelerator=cpu", "parity.compile=true"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = pipeline.model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    parts = bench_train.fresh_parts(cfg, datamodule, spec, tmp_path)
+    harness = Harness(torch.device("cpu"), warmup_steps=1, compile="default")
+    plain = bench_loops.PlainLoop(parts, datamodule, cfg, harness, seed=0)
+    reference = bench_loops.ReferenceLoop(parts, datamodule, 8, harness, seed=0)
+    assert parts.module.compile_mode == plain.calls.mode == "default"
+    assert reference.parity_call is not reference.parity, "the reference loop's F_P is compiled too"
+    eager = bench_loops.ReferenceLoop(parts, datamodule, 8, Harness(torch.device("cpu")), seed=0)
+    assert eager.parity_call is eager.parity

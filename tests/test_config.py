@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import CONF_DIR, TINY, compose_train, run_train
+from helpers import TINY, compose_train, run_train
+from parm.pipeline import conf_dir
 
-GROUPS = ("data", "model", "parity_model", "code", "optimizer", "scheduler", "trainer", "logger", "experiment")
+GROUPS = ("data", "model", "parity_model", "code", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+          "experiment")
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in _options(g)])

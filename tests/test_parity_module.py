@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parm.coding import CodeSpec, build_code
-from parm.lit import ParityModule
+from parm.lit import FastPath, ParityModule
 
 
 def _module(base: nn.Module, k: int = 2, r: int = 1, encoder: str = "sum", decoder: str = "subtraction",
@@ -18,7 +18,7 @@ def _module(base: nn.Module, k: int = 2, r: int = 1, encoder: str = "sum", decod
     code = build_code(encoder, decoder, CodeSpec(k, r), (6,), (3,))
     parity = [nn.Linear(6, 3) for _ in range(r)]
     return ParityModule(base, parity, code, optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
-                        cache_targets=cache)
+                        fast=FastPath(cache_targets=cache))
 
 
 def _batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,9 +57,9 @@ def test_cached_targets_equal_fresh_outputs() -> None:
     base = nn.Linear(6, 3)
     module = _module(base, cache=True)
     x, _, idx = _batch()
-    first = module._targets(x, idx)
+    first = module.targets(x, idx)
     # Second visit is served from the cache even for inputs that would now give other outputs.
-    second = module._targets(torch.zeros_like(x), idx)
+    second = module.targets(torch.zeros_like(x), idx)
     torch.testing.assert_close(first, second)
     torch.testing.assert_close(first, base(x).detach())
 

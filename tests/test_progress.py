@@ -17,7 +17,8 @@ def test_training_reads_tensors_on_the_host_only_on_logging_steps(tmp_path: Path
     from hydra.utils import instantiate
 
     from parm import pipeline
-    from parm.lit import HostProgressBar
+    from parm.lit import BaseModule, HostProgressBar
+    from parm.models.checkpoint import build_from_spec
 
     cfg = compose_train(tmp_path, tiny_data_dir, [*TINY, f"stage={stage}", "trainer.limit_train_batches=40",
                                                   "trainer.log_every_n_steps=10", "trainer.limit_val_batches=0",
@@ -25,11 +26,11 @@ def test_training_reads_tensors_on_the_host_only_on_logging_steps(tmp_path: Path
                                                   "+base.optimizer.fused=true"])  # no per-step CPU step-count read
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    spec = pipeline.model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
     if stage == "parity":
         module = pipeline.build_parity(cfg, datamodule, spec, tmp_path / "run").module
     else:
-        module = pipeline.BaseModule(pipeline.build_from_spec(spec), instantiate(cfg.base.optimizer))
+        module = BaseModule(build_from_spec(spec), instantiate(cfg.base.optimizer))
     trainer = pipeline.make_trainer(cfg, tmp_path / "run", monitor="val/x", max_epochs=1, enable_progress_bar=True)
     assert any(isinstance(cb, HostProgressBar) for cb in trainer.callbacks)
     reads = {"n": 0}
@@ -87,7 +88,7 @@ def test_gpu_training_steps_never_synchronise(tmp_path: Path, tiny_data_dir: Pat
         "data.device_cache=true", "data.groups_per_batch=2", "data.val_size=40"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    spec = pipeline._model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
+    spec = pipeline.model_spec(cfg.model, datamodule.input_shape, datamodule.num_classes)
     module = pipeline.build_parity(cfg, datamodule, spec, tmp_path / "run").module
     trainer = pipeline.make_trainer(cfg, tmp_path / "run", monitor="val/x", max_epochs=1, enable_progress_bar=True)
     trainer.callbacks.append(RaiseOnSync())

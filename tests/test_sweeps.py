@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from helpers import CONF_DIR, TINY
+from helpers import TINY
 from parm.data.loader import TensorLoader
 from parm.devices import job_gpu, place_job
+from parm.pipeline import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,7 @@ def test_tensor_loader_shards_by_rank(world: int) -> None:
     ["logger=wandb"], ["trainer=gpu", "parity.compile=true", "parity.channels_last=true"],
 ])
 def test_sweep_configs_compose(overrides: list[str]) -> None:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["output_dir=/tmp/x", *overrides], return_hydra_config=True)
+    cfg = compose(["output_dir=/tmp/x", *overrides], return_hydra_config=True)
     if "hydra/launcher=slurm" in overrides:
         assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     if "hydra/launcher=joblib_gpus" in overrides:

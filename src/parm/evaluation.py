@@ -1,7 +1,9 @@
 """Evaluation of a code on a fixed F and test set, outside Lightning (PARM.md section 2).
 
-Used by ``scripts/compare_codes.py`` so that every method is scored on the same F, test samples and
-coding groups (consecutive runs of k samples in the order given):
+One protocol, :func:`score_erasures` (erase, decode from what is available, score only the erased
+slots), used by ``ParityModule``'s validation and test, by the functions below and by every script, so
+that every method is scored on the same F, test samples and coding groups (consecutive runs of k
+samples in the order given):
 
 - :func:`evaluate_parity_models`: parm codes (parity models, or F itself for training-free codes such
   as systematic Berrut). Every r-subset of data slots is erased in turn (or a seeded sample of
@@ -138,9 +140,47 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def score_erasures(metrics: StageMetrics, code: Code, outputs: torch.Tensor, parity_outputs: torch.Tensor,
+                   labels: torch.Tensor, patterns: torch.Tensor) -> int:
+    """The degraded-mode protocol (PARM.md section 2) on one batch of coding groups.
+
+    Every pattern erases its slots in every group at once; the code decodes from the available outputs
+    alone (:meth:`parm.coding.Decoder.forward` zeroes the erased ones), and only the erased slots'
+    reconstructions are scored, against the labels (A_d) and against F's own outputs (agreement).
+    ``ParityModule``'s validation and test, :func:`evaluate_parity_models` and the benchmarks all score
+    through this function.
+
+    Args:
+        metrics: the task's stage metrics (:meth:`parm.tasks.Task.parity_metrics`), updated in place.
+        code: the encoder/decoder pair.
+        outputs: ``(G, k, C)`` F's outputs.
+        parity_outputs: ``(G, r, C)`` the parity models' outputs.
+        labels: ``(G, k)`` class indices, or ``(G, k, 4)`` boxes.
+        patterns: ``(P, k + r)`` bool availability masks, each with at least one data slot erased.
+
+    Returns:
+        The number of decoded predictions scored, ``G * (erased data slots summed over patterns)``.
+    """
+    k, groups, n_patterns = code.spec.k, outputs.shape[0], patterns.shape[0]
+    if groups == 0:
+        return 0
+    if bool(patterns[:, :k].all(dim=1).any()):
+        raise ValueError("every erasure pattern must erase at least one data slot: a pattern with all k "
+                         "outputs available has nothing to decode. Build them with parm.coding.erasure_patterns.")
+    # Pattern-major: row p * G + g is group g under pattern p.
+    available = patterns.to(outputs.device).repeat_interleave(groups, dim=0)
+    reference = outputs.repeat(n_patterns, 1, 1)
+    estimate = code.decode(reference, parity_outputs.repeat(n_patterns, 1, 1), available)
+    erased = ~available[:, :k]
+    truth = labels.repeat(n_patterns, *([1] * (labels.ndim - 1)))
+    metrics.update_degraded(estimate[erased], reference[erased], truth[erased])
+    return int(erased.sum())
+
+
+@torch.no_grad()
 def evaluate_decoder(code: Code, outputs: torch.Tensor, parity_outputs: torch.Tensor, labels: torch.Tensor,
                      patterns: torch.Tensor, task: str | Task = "classification") -> tuple[_Scores, int]:
-    """Erase each pattern in turn on every group; score the decoded slots.
+    """Erase each pattern in turn on every group; score the decoded slots (:func:`score_erasures`).
 
     Args:
         code: the encoder/decoder pair.
@@ -154,15 +194,9 @@ def evaluate_decoder(code: Code, outputs: torch.Tensor, parity_outputs: torch.Te
         The scores over ``G * (erased slots)`` predictions per pattern (F's own outputs as A_a), and
         the number of patterns.
     """
-    k, dim = code.spec.k, outputs.shape[-1]
-    scores = _Scores(get_task(task), dim)
+    scores = _Scores(get_task(task), outputs.shape[-1])
     scores.add_available(_flat(outputs), _flat(labels))
-    for pattern in patterns:
-        available = pattern[None].expand(outputs.shape[0], -1)
-        estimate = code.decode(outputs, parity_outputs, available)
-        erased = ~pattern[:k]
-        scores.add(estimate[:, erased].reshape(-1, dim), _flat(labels[:, erased]),
-                   outputs[:, erased].reshape(-1, dim))
+    scores.count += score_erasures(scores.metrics, code, outputs, parity_outputs, labels, patterns)
     return scores, patterns.shape[0]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,23 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from parm.coding import Code, erasure_patterns, sample_erasures
+from parm.evaluation import score_erasures
 from parm.lit.progress import LogSteps
+from parm.lit.speed import CompiledCalls, FastPath, TargetCache
 from parm.tasks import StageMetrics, Task, get_task
-
-_PRECOMPUTE_CHUNK = 4096  # samples per F forward when precomputing the target cache
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes whose compiled calls replay CUDA graphs
-
-
-def compile_mode(value: bool | str | None) -> str | None:
-    """``parity.compile`` as a ``torch.compile`` mode: None (off), or one of :data:`COMPILE_MODES`."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return value
-    raise ValueError(f"parity.compile must be false, true or one of {COMPILE_MODES}, got {value!r}.")
 
 
 class ParityModule(LogSteps, pl.LightningModule):
@@ -52,21 +38,15 @@ class ParityModule(LogSteps, pl.LightningModule):
             (accuracies for ``classification``, IoU for ``regression``).
         default_answer: the default-answer baseline's answer (:meth:`parm.tasks.Task.default_answer`):
             the most frequent training class (None: class 0), or the mean training box (None: no baseline).
-        cache_targets: keep F's outputs on the training set after first computing them. Only valid
-            when training inputs are not augmented (the datamodule's ``augment``).
         fractions: f_u values of the overall-accuracy table.
         max_eval_patterns: cap on erasure patterns scored per group (a seeded sample when C(k, r)
             is larger); None scores all.
-        compile: run F and F_P through ``torch.compile`` (the networks, not this module; the
-            state dict keeps its plain keys): False, True (torch's default mode) or a mode name from
-            :data:`COMPILE_MODES`; ``"reduce-overhead"`` replays F_P's forward and backward as CUDA graphs.
-        channels_last: feed 4-D inputs to the networks in channels-last memory format (faster
-            convolutions on tensor cores); the caller converts the networks' weights.
-        precompute_targets: with ``cache_targets``, compute F on the whole training split once when
-            training starts (batched, no per-step bookkeeping) instead of filling the cache lazily.
+        fast: how F and F_P run (:class:`~parm.lit.speed.FastPath`: compile, channels-last, target
+            cache); default: eager, cached targets. None of it changes what is computed.
 
     Speed: the training step makes no host synchronisation once targets are cached, and the loss is
     logged (and checked for NaN/inf) every ``trainer.log_every_n_steps`` steps rather than every step.
+    Evaluation scores through :func:`parm.evaluation.score_erasures`, the protocol every script uses.
     """
 
     val_metrics: StageMetrics
@@ -77,10 +57,8 @@ class ParityModule(LogSteps, pl.LightningModule):
     def __init__(self, base_model: nn.Module, parity_models: Sequence[nn.Module], code: Code,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable[..., Any] | None = None,
                  loss: str = "mse", task: str | Task = "classification", default_answer: Any = None,
-                 cache_targets: bool = True,
-                 fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5),
-                 max_eval_patterns: int | None = 64, compile: bool | str = False, channels_last: bool = False,
-                 precompute_targets: bool = True) -> None:
+                 fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5), max_eval_patterns: int | None = 64,
+                 fast: FastPath | None = None) -> None:
         super().__init__()
         self.task = get_task(task)
         self.task.check_parity_loss(loss)
@@ -96,23 +74,25 @@ class ParityModule(LogSteps, pl.LightningModule):
         # Every erased slot's MSE equals the parity residual's for this code (see training_step): no erasures
         # to draw, nothing to decode. Other losses (KL) and codes score the decoded slot itself.
         self.residual_loss = loss == "mse" and bool(getattr(code.decoder, "unit_sum", False))
-        self.cache_targets = cache_targets
+        self.fast = fast or FastPath()
+        self.calls = CompiledCalls(self.base_model, self.parity_models, self.fast)
+        self.targets = TargetCache(code.decoder.output_dim, self.base_forward) if self.fast.cache_targets else None
         self.register_buffer("eval_patterns", erasure_patterns(code.spec, max_eval_patterns), persistent=False)
-        self._target_cache: torch.Tensor | None = None
-        self._target_known: torch.Tensor | None = None
-        self._cache_complete = False
-        self.precompute_targets = precompute_targets
-        self.channels_last = channels_last
-        mode = self.compile_mode = compile_mode(compile)
-        # Plain lists, so the compiled wrappers are not registered as submodules (state dict unchanged).
-        # Static shapes: every training batch has the same size; the last eval batch compiles once more.
-        self._base_call: list[Callable[[torch.Tensor], torch.Tensor]] = [
-            torch.compile(self.base_model, mode=mode, dynamic=False) if mode else self.base_model]
-        self._parity_calls: list[Callable[[torch.Tensor], torch.Tensor]] = [
-            torch.compile(m, mode=mode, dynamic=False) if mode else m for m in self.parity_models]
-        self.target_seconds = 0.0  # time spent precomputing F's training outputs
         self.val_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
         self.test_metrics = self.task.parity_metrics(code.decoder.output_dim, default_answer, fractions)
+
+    @property
+    def compile_mode(self) -> str | None:
+        return self.calls.mode
+
+    @property
+    def cache_targets(self) -> bool:
+        return self.targets is not None
+
+    @property
+    def target_seconds(self) -> float:
+        """Time spent precomputing F's training outputs."""
+        return self.targets.seconds if self.targets is not None else 0.0
 
     def train(self, mode: bool = True) -> ParityModule:
         super().train(mode)
@@ -120,66 +100,20 @@ class ParityModule(LogSteps, pl.LightningModule):
         return self
 
     # --- forward pieces -------------------------------------------------------------------
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
-
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         """F's outputs ``(N, C)`` in float32 for inputs ``(N, *S)``, without gradients."""
-        with torch.no_grad():
-            out = self._base_call[0](self._layout(x))
-        if self.compile_mode in CUDA_GRAPH_MODES and out.dtype == torch.float32:
-            # A CUDA-graph replay overwrites its previous outputs (the target precompute calls F chunk
-            # after chunk); .float() copies only non-float32 outputs, so copy here.
-            return out.clone()
-        return out.float()
+        return self.calls.base_outputs(x)
 
     def parity_forward(self, groups: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, k, *S)`` groups and answer each parity: ``(B, r, C)``."""
-        queries = self.code.encode(groups)
-        return torch.stack([call(self._layout(queries[:, j])) for j, call in enumerate(self._parity_calls)], dim=1)
+        return self.calls.parity_outputs(self.code.encode(groups))
 
     def on_train_start(self) -> None:
         """Fill the target cache from the whole training split at once when the datamodule allows it."""
         datamodule: Any = getattr(self.trainer, "datamodule", None)
-        if not (self.cache_targets and self.precompute_targets and hasattr(datamodule, "split")
-                and hasattr(datamodule, "normalize")) or self._cache_complete:
-            return
-        started = time.perf_counter()
-        x = datamodule.split("train")[0]
-        outputs = [self.base_forward(datamodule.normalize(chunk.to(self.device, non_blocking=True)))
-                   for chunk in x.split(_PRECOMPUTE_CHUNK)]
-        self._target_cache = torch.cat(outputs)
-        self._target_known = torch.ones(len(x), dtype=torch.bool, device=self.device)
-        self._cache_complete = True
-        self.target_seconds = time.perf_counter() - started
-
-    def _targets(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """F's outputs ``(N, C)``, served from the cache once every index has been seen."""
-        if not self.cache_targets:
-            return self.base_forward(x)
-        if self._cache_complete and self._target_cache is not None and self._target_cache.device == x.device:
-            return self._target_cache[index]  # no host sync
-        needed = int(index.max()) + 1
-        if self._target_cache is None or self._target_known is None or self._target_cache.device != x.device \
-                or self._target_cache.shape[0] < needed:
-            self._grow_cache(needed, x.device)
-        assert self._target_cache is not None and self._target_known is not None
-        if bool(self._target_known[index].all()):
-            return self._target_cache[index]
-        out = self.base_forward(x)
-        self._target_cache[index] = out
-        self._target_known[index] = True
-        return out
-
-    def _grow_cache(self, size: int, device: torch.device) -> None:
-        """(Re)allocate the target cache for ``size`` training samples, keeping what it holds."""
-        cache = torch.zeros(size, self.code.decoder.output_dim, device=device)
-        known = torch.zeros(size, dtype=torch.bool, device=device)
-        if self._target_cache is not None and self._target_known is not None:
-            old = min(size, self._target_cache.shape[0])
-            cache[:old] = self._target_cache[:old].to(device)
-            known[:old] = self._target_known[:old].to(device)
-        self._target_cache, self._target_known = cache, known
+        if self.targets is not None and self.fast.precompute_targets and hasattr(datamodule, "split") \
+                and hasattr(datamodule, "normalize"):
+            self.targets.precompute(datamodule, self.device)
 
     def _group(self, t: torch.Tensor) -> torch.Tensor:
         """``(N, ...)`` -> ``(N // k, k, ...)``, dropping trailing samples that fill no group."""
@@ -196,10 +130,9 @@ class ParityModule(LogSteps, pl.LightningModule):
     # --- steps ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, index = batch[0], batch[2]
-        if self.compile_mode in CUDA_GRAPH_MODES:
-            # CUDA-graph trees reuse their output memory on the next replay: a new step starts here.
-            torch.compiler.cudagraph_mark_step_begin()
-        targets = self._group(self._targets(x, index))  # (B, k, C)
+        self.calls.step_begin()
+        outputs = self.targets(x, index) if self.targets is not None else self.base_forward(x)
+        targets = self._group(outputs)  # (B, k, C)
         groups = self._group(x)
         parities = self.parity_forward(groups)  # (B, r, C)
         if self.residual_loss:
@@ -234,24 +167,15 @@ class ParityModule(LogSteps, pl.LightningModule):
         return estimate.gather(1, index).reshape(-1, dim), targets.gather(1, index).reshape(-1, dim)
 
     def _shared_eval(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
+        """A_a on every sample; A_d and agreement by :func:`parm.evaluation.score_erasures`."""
         x, y = batch[0], batch[1]
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         outputs = self.base_forward(x)
         metrics.update_available(outputs, y)
         groups = self._group(x)
-        if groups.shape[0] == 0:
-            return
-        base_groups, labels = self._group(outputs), self._group(y)
-        parities = self.parity_forward(groups).float()
-        # Every erasure pattern of every group at once: (P * B, ...).
-        n_patterns = self.eval_patterns.shape[0]
-        available = self.eval_patterns.repeat_interleave(groups.shape[0], dim=0)
-        estimate = self.code.decode(base_groups.repeat(n_patterns, 1, 1), parities.repeat(n_patterns, 1, 1),
-                                    available)
-        erased = ~available[:, : self.spec.k]
-        # Labels are (B, k) class indices or (B, k, 4) boxes.
-        labels = labels.repeat(n_patterns, *([1] * (labels.ndim - 1)))
-        metrics.update_degraded(estimate[erased], base_groups.repeat(n_patterns, 1, 1)[erased], labels[erased])
+        if groups.shape[0] > 0:
+            score_erasures(metrics, self.code, self._group(outputs), self.parity_forward(groups).float(),
+                           self._group(y), self.eval_patterns)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._shared_eval(batch, "val")

@@ -1,12 +1,13 @@
-"""The loops ``bench_train.py`` times beside parm's own: the reference algorithm, the plain loop and the
-speed of light, with the evaluation clock they share (see ``bench_train.py`` for what each one is).
+"""The loops :mod:`parm.bench.training` times beside parm's own: the reference algorithm, the plain loop
+and the speed of light, with the evaluation clock they share. Each one is timed by the same
+:class:`~parm.bench.harness.Harness` and scored by :func:`parm.evaluation.evaluate_parity_models`.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,31 +17,29 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from parm import pipeline
+from parm.bench.harness import Harness, sync
+from parm.coding import Code
 from parm.data import transforms
 from parm.data.base import TensorDataModule
-from parm.lit import ParityModule
+from parm.evaluation import evaluate_parity_models
+from parm.lit.speed import CompiledCalls, FastPath
+from parm.pipeline import ParityParts
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def evaluate(module: ParityModule, datamodule: TensorDataModule, device: torch.device) -> dict[str, float]:
-    """Test-set metrics of ``module`` (A_a, A_d, agreement, ...), through its own ``test_step``."""
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        for i, (x, y, index) in enumerate(datamodule.test_dataloader()):
-            x, y = x.to(device), y.to(device)
-            module.test_step((datamodule.normalize(x), y, index), i)
-    values = module.test_metrics.compute()
-    module.test_metrics.reset()
-    module.train(was_training)
-    return values
+def evaluate(base: nn.Module, parity_models: Sequence[nn.Module], code: Code, datamodule: TensorDataModule,
+             device: torch.device) -> dict[str, float]:
+    """Test-set A_a, A_d and agreement by the one protocol (:func:`parm.evaluation.score_erasures`);
+    the parity models are back in training mode afterwards."""
+    x, y = datamodule.split("test")
+    modes = [m.training for m in parity_models]
+    result = evaluate_parity_models("bench", base, list(parity_models), code,
+                                    datamodule.normalize(x.to(device)), y.to(device), task=datamodule.task)
+    for model, mode in zip(parity_models, modes, strict=True):
+        model.train(mode)
+    return {"available_acc": result.available_acc, "degraded_acc": result.degraded_acc,
+            "agreement": float(result.agreement) if result.agreement is not None else float("nan")}
 
 
 class Clock:
@@ -99,51 +98,49 @@ class PerSampleDataset(torch.utils.data.Dataset):
 class ReferenceLoop:
     """The reference algorithm: encode, F_P(P), MSE to sum_i F(X_i) with F run on every batch."""
 
-    def __init__(self, parts: pipeline.ParityParts, datamodule: TensorDataModule, groups_per_batch: int,
-                 device: torch.device, seed: int) -> None:
-        self.device, self.k = device, parts.code.spec.k
-        self.base = copy.deepcopy(parts.module.base_model).to(device).eval()
-        self.code = copy.deepcopy(parts.code).to(device)
-        self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
+    def __init__(self, parts: ParityParts, datamodule: TensorDataModule, groups_per_batch: int,
+                 harness: Harness, seed: int) -> None:
+        self.harness, self.device, self.k = harness, harness.device, parts.code.spec.k
+        self.base = copy.deepcopy(parts.module.base_model).to(self.device).eval()
+        self.code = copy.deepcopy(parts.code).to(self.device)
+        self.parity = copy.deepcopy(parts.parity_models[0]).to(self.device).train()
+        self.parity_call = harness.compiled(self.parity)
         self.optimizer = torch.optim.Adam(self.parity.parameters(), lr=1e-3, weight_decay=1e-5)
         x, y = datamodule.split("train")
         dataset = PerSampleDataset(x, y, datamodule.mean, datamodule.std)
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=groups_per_batch * self.k, shuffle=True,
                                                   drop_last=True, generator=torch.Generator().manual_seed(seed))
-        self.module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
-                                   default_answer=int(datamodule.train_label_counts.argmax())).to(device)
+        self.samples_per_step = groups_per_batch * self.k
 
     def step(self, x: torch.Tensor) -> None:
         x = x.to(self.device)
         groups = x.view(-1, self.k, *x.shape[1:])
         with torch.no_grad():
             target = self.base(x).view(groups.shape[0], self.k, -1).sum(1)
-        loss = F.mse_loss(self.parity(self.code.encode(groups)[:, 0]), target)
+        loss = F.mse_loss(self.parity_call(self.code.encode(groups)[:, 0]), target)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
 
-    def throughput(self, max_steps: int) -> dict[str, float]:
-        steps, started = 0, time.perf_counter()
-        while steps < max_steps:
+    def _batches(self) -> Iterator[torch.Tensor]:
+        while True:
             for x, _ in self.loader:
-                self.step(x)
-                steps += 1
-                if steps >= max_steps:
-                    break
-        sync(self.device)
-        return rates_of(steps * self.loader.batch_size, time.perf_counter() - started, self.k)
+                yield x
+
+    def throughput(self, max_steps: int) -> dict[str, float]:
+        """Rates over ``max_steps`` timed steps after the harness's warm-up."""
+        batches = self._batches()
+        return self.harness.time(lambda: self.step(next(batches)), max_steps, self.samples_per_step, self.k)
 
     def time_to_accuracy(self, clock: Clock, datamodule: TensorDataModule, eval_every: int) -> dict[str, Any]:
         clock.start()
-        steps = 0
-        while True:
-            for x, _ in self.loader:
-                self.step(x)
-                steps += 1
-                if steps % eval_every == 0 and clock.checkpoint(
-                        lambda: evaluate(self.module, datamodule, self.device), self.device):
-                    return clock.result()
+        for steps, x in enumerate(self._batches(), start=1):
+            self.harness.step_begin()
+            self.step(x)
+            if steps % eval_every == 0 and clock.checkpoint(
+                    lambda: evaluate(self.base, [self.parity], self.code, datamodule, self.device), self.device):
+                return clock.result()
+        raise AssertionError("unreachable: the batches never end")
 
 
 # ---- the plain fast loop ---------------------------------------------------------------------------------
@@ -156,14 +153,18 @@ class PlainLoop:
     ``MSE(F_P(P), sum_i F(X_i))``, which this loop computes directly.
     """
 
-    def __init__(self, parts: pipeline.ParityParts, datamodule: TensorDataModule, cfg: DictConfig,
-                 device: torch.device, seed: int) -> None:
+    def __init__(self, parts: ParityParts, datamodule: TensorDataModule, cfg: DictConfig,
+                 harness: Harness, seed: int) -> None:
         module = parts.module
-        self.device, self.k = device, parts.code.spec.k
+        self.harness, self.k = harness, parts.code.spec.k
+        self.device = device = harness.device
         self.base = copy.deepcopy(module.base_model).to(device).eval()
         self.code = copy.deepcopy(parts.code).to(device)
         self.parity = copy.deepcopy(parts.parity_models[0]).to(device).train()
-        self.channels_last = module.channels_last
+        self.channels_last = module.fast.channels_last
+        # F and F_P called exactly as parm's module calls them, under the harness's compile mode.
+        self.calls = CompiledCalls(self.base, [self.parity], FastPath(compile=harness.compile or False,
+                                                                      channels_last=self.channels_last))
         self.optimizer = module.optimizer_factory(self.parity.parameters())
         self.bf16 = str(cfg.trainer.precision).startswith("bf16")
         self.datamodule, self.augment = datamodule, datamodule.augment
@@ -176,12 +177,9 @@ class PlainLoop:
             with torch.no_grad():
                 self.cache = torch.cat([self._base(datamodule.normalize(chunk)) for chunk in self.x.split(4096)])
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
-
     def _base(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.base(self._layout(x)).float()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.calls.base_outputs(x)
 
     def loss(self, index: torch.Tensor) -> torch.Tensor:
         """The training loss on the samples ``index`` of the training split (consecutive k form a group)."""
@@ -192,8 +190,8 @@ class PlainLoop:
         outputs = self.cache[index] if self.cache is not None else self._base(x)
         target = outputs.view(-1, self.k, outputs.shape[-1]).sum(1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            parity = self.code.encode(x.view(-1, self.k, *x.shape[1:]))[:, 0]
-            return F.mse_loss(self.parity(self._layout(parity)).float(), target)
+            parity = self.calls.parity_outputs(self.code.encode(x.view(-1, self.k, *x.shape[1:])))[:, 0]
+            return F.mse_loss(parity.float(), target)
 
     def step(self, index: torch.Tensor) -> None:
         loss = self.loss(index)
@@ -208,29 +206,19 @@ class PlainLoop:
             for start in range(0, len(order) - self.batch + 1, self.batch):
                 yield order[start:start + self.batch]
 
-    def throughput(self, max_steps: int, warmup_steps: int = 0) -> dict[str, float]:
-        """Rates over ``max_steps`` steps after ``warmup_steps`` untimed ones."""
-        started = time.perf_counter()
-        for steps, index in enumerate(self._batches(), start=1):
-            self.step(index)
-            if steps == warmup_steps:
-                sync(self.device)
-                started = time.perf_counter()
-            if steps >= warmup_steps + max_steps:
-                break
-        sync(self.device)
-        return rates_of(max_steps * self.batch, time.perf_counter() - started, self.k)
+    def throughput(self, max_steps: int) -> dict[str, float]:
+        """Rates over ``max_steps`` timed steps after the harness's warm-up."""
+        batches = self._batches()
+        return self.harness.time(lambda: self.step(next(batches)), max_steps, self.batch, self.k)
 
     def time_to_accuracy(self, clock: Clock, datamodule: TensorDataModule, eval_every: int) -> dict[str, Any]:
         """Training seconds until test A_d reaches the clock's target (constant lr: no schedule here)."""
-        module = ParityModule(self.base, [self.parity], self.code, optimizer=torch.optim.Adam,
-                              default_answer=int(datamodule.train_label_counts.argmax()),
-                              channels_last=self.channels_last).to(self.device)
         clock.start()
         for steps, index in enumerate(self._batches(), start=1):
+            self.harness.step_begin()
             self.step(index)
-            if steps % eval_every == 0 and clock.checkpoint(lambda: evaluate(module, datamodule, self.device),
-                                                            self.device):
+            if steps % eval_every == 0 and clock.checkpoint(
+                    lambda: evaluate(self.base, [self.parity], self.code, datamodule, self.device), self.device):
                 return clock.result()
         raise AssertionError("unreachable: the batches never end")
 
@@ -238,36 +226,26 @@ class PlainLoop:
 # ---- speed of light ---------------------------------------------------------------------------------------
 
 
-def speed_of_light(parity: nn.Module, shape: tuple[int, ...], groups: int, k: int, device: torch.device,
+def speed_of_light(parity: nn.Module, shape: tuple[int, ...], groups: int, k: int, harness: Harness,
                    steps: int, fast: bool) -> dict[str, float]:
     """F_P forward + backward + Adam step on random parity queries ``(groups, *shape)``."""
+    device = harness.device
     model = copy.deepcopy(parity).to(device).train()
     x = torch.randn(groups, *shape, device=device)
     if fast:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
         x = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
     with torch.no_grad():
         target = torch.randn_like(model(x).float())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+    call = harness.compiled(model)
 
     def step() -> None:
         with autocast:
-            loss = F.mse_loss(model(x).float(), target)
+            loss = F.mse_loss(call(x).float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for _ in range(min(10, steps)):
-        step()
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return rates_of(steps * groups * k, time.perf_counter() - started, k)
-
-
-def rates_of(samples: int, seconds: float, k: int) -> dict[str, float]:
-    seconds = max(seconds, 1e-9)
-    return {"seconds": seconds, "images_per_second": samples / seconds, "groups_per_second": samples / k / seconds}
+    return harness.time(step, steps, groups * k, k)
