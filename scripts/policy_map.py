@@ -1,13 +1,16 @@
 """The policy map: p99.9 of none / equal / hedge / hedge-spare / parm / parm-hedge across utilisation.
 
-    python scripts/policy_map.py --sim --base B --parity P2 P4                 # simulator, 1,000 instances
-    python scripts/policy_map.py --real --base B2 B4 --parity P2 P4           # real workers, <= 10 min quiet
-    python scripts/policy_map.py --render docs/results                         # re-render the page from JSON
+    python scripts/policy_map.py --sim                                         # simulator, 1,000 instances
+    python scripts/policy_map.py --real                                        # real workers, <= 10 min quiet
+    python scripts/policy_map.py --real --base B2 B4 --parity P2 P4           # given checkpoints, one pair per k
+    python -m parm.results                                                     # re-render pages from their JSON
 
-Both modes measure the per-batch service time of real F and F_P forward passes (one thread), fit a
-shifted lognormal to it and scale it to --service-ms; every emulated worker and every simulated
-instance draws from that fit. Every policy is tuned on a tuning trace and reported on a test trace
-(:mod:`parm.serving.policy_map`). Writes policy_map_<sim|real>.json, the plots and policy_map.md to --out.
+Without --base/--parity, F (MNIST MLP) and its k=2 and k=4 parity models are trained through the
+pipeline first (train.py's runs, reused from --train-dir). Both modes measure the per-batch service
+time of real F and F_P forward passes (one thread), fit a shifted lognormal to it and scale it to
+--service-ms; every emulated worker and every simulated instance draws from that fit. Every policy is
+tuned on a tuning trace and reported on a test trace (:mod:`parm.serving.policy_map`). Writes
+policy_map_<sim|real>.json, the plots and policy_map.md (re-rendered from the JSON) to --out.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from parm.bench.serving import serving_queries, train_pair
 from parm.serving.faults import PAPER_FAMILIES, FaultConfig, FaultFamily
 from parm.serving.policy_map import MAP_POLICIES, UTILISATIONS, MapSetup, sim_map
 from parm.serving.policy_real import RealMap, RealPlan
-from parm.serving.policy_report import plot, render
+from parm.serving.policy_report import plot, write_page
 from parm.serving.service import ServiceTime, measure_service
 from parm.serving.worker import WorkerSpec
 
@@ -45,20 +49,6 @@ def fitted_services(base: str, parity: str, median_ms: float) -> tuple[ServiceTi
     model = fits["model"].scaled(median_ms / 1e3)
     parity_fit = fits["parity"].scaled(median_ms / 1e3 * fits["parity"].median_s / fits["model"].median_s)
     return model, parity_fit, raw
-
-
-def test_queries(base: str, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """``count`` MNIST test images, normalised as F was trained (base.pt's stored mean/std), and labels."""
-    from parm.data import build_datamodule
-    from parm.data.transforms import normalize
-    from parm.models.checkpoint import load_model
-
-    _, header = load_model(base)
-    stats = (header.get("meta") or {}).get("normalization")
-    dm = build_datamodule("mnist", group_size=1, seed=seed)
-    x, y = dm.split("test")
-    mean, std = (torch.tensor(stats["mean"]), torch.tensor(stats["std"])) if stats else (dm.mean, dm.std)
-    return normalize(x[:count], mean, std), y[:count].numpy()
 
 
 def faults(args: argparse.Namespace) -> FaultConfig:
@@ -100,7 +90,7 @@ def run_real(args: argparse.Namespace) -> dict:
     for base, parity in zip(args.base, args.parity, strict=True):
         model, parity_fit, raw = fitted_services(base, parity, args.service_ms)
         data.update(header(args, model, raw, fault))
-        queries, labels = test_queries(base, args.max_queries, args.seed)
+        queries, labels = serving_queries(base, args.max_queries, args.seed)
         real = RealMap(base, parity, plan, model, parity_fit, queries, labels)
         data["maps"].append(asyncio.run(real.run()))
     data["wall_s"] = time.perf_counter() - start
@@ -113,18 +103,7 @@ def write(data: dict, kind: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"policy_map_{kind}.json").write_text(json.dumps(data, indent=1))
     plot(data, out / f"policy_map_{kind}", "rows" if kind == "sim" else "real")
-    render_page(out)
-
-
-def render_page(out: Path) -> Path:
-    """Write ``out/policy_map.md`` from whichever of the two JSON files exist there."""
-    files = {kind: out / f"policy_map_{kind}.json" for kind in ("sim", "real")}
-    loaded = {kind: json.loads(p.read_text()) if p.is_file() else None for kind, p in files.items()}
-    if not any(loaded.values()):
-        raise SystemExit(f"no policy_map_sim.json or policy_map_real.json in {out}: run --sim or --real first.")
-    page = out / "policy_map.md"
-    page.write_text(render(loaded["sim"], loaded["real"]))
-    return page
+    write_page(out)
 
 
 def parse() -> argparse.Namespace:
@@ -132,10 +111,11 @@ def parse() -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--sim", action="store_true", help="the map in the simulator at scale")
     mode.add_argument("--real", action="store_true", help="the map on real local workers, with simulator replay")
-    mode.add_argument("--render", type=Path, help="re-render policy_map.md in this folder from its JSON")
     p.add_argument("--base", nargs="+", default=[], help="F's model file(s) (one per --parity with --real)")
     p.add_argument("--parity", nargs="+", default=[], help="parity artifact(s), one per k")
-    p.add_argument("--k", type=int, nargs="+", default=[2, 4], help="--sim: the codes to map")
+    p.add_argument("--k", type=int, nargs="+", default=[2, 4], help="the codes to map (r = 1)")
+    p.add_argument("--train-dir", type=Path, default=Path("outputs/policy_map_runs"),
+                   help="without --base/--parity: train.py runs for every --k land (and are reused) here")
     p.add_argument("--utilisations", type=float, nargs="+", default=list(UTILISATIONS))
     p.add_argument("--policies", nargs="+", default=list(MAP_POLICIES), choices=MAP_POLICIES)
     p.add_argument("--service-ms", type=float, default=10.0, help="median service time of F's batch of one")
@@ -157,11 +137,12 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     torch.set_num_threads(1)
-    if args.render is not None:
-        print(f"wrote {render_page(args.render)}")
-        return
-    if not args.base or not args.parity:
-        raise SystemExit("--sim and --real need --base and --parity (train.py's base.pt and parity.pt).")
+    if bool(args.base) != bool(args.parity):
+        raise SystemExit("pass both --base and --parity (one pair per k), or neither: then F and F_P are trained "
+                         "through the pipeline for every --k into --train-dir.")
+    if not args.base:
+        pairs = [train_pair(args.train_dir, k, seed=args.seed) for k in args.k]
+        args.base, args.parity = [b for b, _ in pairs], [p for _, p in pairs]
     data = run_sim(args) if args.sim else run_real(args)
     write(data, "sim" if args.sim else "real", args.out)
     print(f"wrote {args.out}/policy_map_{data['kind']}.json, policy_map.md and plots ({data['wall_s']:.0f} s)")

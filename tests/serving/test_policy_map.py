@@ -22,7 +22,7 @@ from parm.serving.policy_map import (
     sim_map,
     targets,
 )
-from parm.serving.policy_report import render
+from parm.serving.policy_report import fact, write_page
 from parm.serving.service import ServiceTime
 from parm.serving.sim import SimConfig, simulate
 
@@ -142,8 +142,34 @@ def test_every_policy_is_tuned_on_the_tuning_trace_and_reported_on_the_test_trac
     assert [r["p99.9"] for r in again] == [r["p99.9"] for r in rows]
 
 
-@pytest.mark.skipif(not (RESULTS / "policy_map.md").is_file(), reason="no committed policy map yet")
-def test_the_committed_page_renders_from_the_committed_json() -> None:
-    load = {k: json.loads(p.read_text()) if (p := RESULTS / f"policy_map_{k}.json").is_file() else None
-            for k in ("sim", "real")}
-    assert (RESULTS / "policy_map.md").read_text() == render(load["sim"], load["real"])
+def _sim_file(path: Path) -> dict:
+    setup = MapSetup(k=2, n=4, service=SERVICE, faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=400,
+                     test_queries=400)
+    rows = sim_map(setup, utilisations=(0.2, 0.6), policies=("equal", "hedge", "hedge-spare", "parm"))
+    data = {"kind": "sim", "command": "python scripts/policy_map.py --sim", "date": "2026-12-02", "loadavg": [1.0, 1.1],
+            "service": {"model": SERVICE.to_dict()}, "faults": {"families": [vars(f) for f in PAPER_FAMILIES],
+                                                                "crash_rate_hz": 0.0},
+            "maps": [{"k": 2, "rows": rows}], "net_ms": 0.5, "test_queries": 400, "wall_s": 3.0}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_the_page_and_its_facts_render_from_the_json(tmp_path: Path) -> None:
+    data = _sim_file(tmp_path / "policy_map_sim.json")
+    page = write_page(tmp_path).read_text()
+    assert "<!-- render: policy_map_sim policy_map_sim.json -->" in page and "### k = 2, simulated" in page
+    hedge = next(r for r in data["maps"][0]["rows"] if r["policy"] == "hedge" and r["utilisation"] == 0.6)
+    assert "| 60.0% |" in page and f"{hedge['p99.9']:.2f}" in page
+    assert fact(data, ["cell", "2", "0.6", "hedge", "p99.9"]) == f"{hedge['p99.9']:.2f}"
+    with pytest.raises(ValueError, match="unknown fact"):
+        fact(data, ["nonsense"])
+    (tmp_path / "policy_map.md").write_text(page.replace(f"{hedge['p99.9']:.2f}", "1.00"))
+    assert write_page(tmp_path).read_text() == page  # a typed-in figure does not survive a re-render
+
+
+def test_the_committed_policy_map_is_a_rendered_page() -> None:
+    from parm.results import pages
+
+    if not (RESULTS / "policy_map.md").is_file():
+        pytest.skip("no committed policy map yet")
+    assert RESULTS / "policy_map.md" in pages()  # so tests/test_results.py re-renders it from its JSON
