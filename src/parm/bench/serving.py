@@ -62,7 +62,7 @@ def serving_queries(base: str, count: int, seed: int, data: str = "mnist",
 
     _, header = load_model(base)
     stats = (header.get("meta") or {}).get("normalization")
-    dm = build_datamodule(data, group_size=1, seed=seed, data_dir=data_dir)
+    dm = build_datamodule(data, group_size=1, seed=seed, data_dir=data_dir, val_size=0.1)  # only test is read
     x, y = dm.split("test")
     if count > len(x):
         raise ValueError(f"{count} queries asked for, but the {data} test split holds {len(x)}; ask for fewer.")
