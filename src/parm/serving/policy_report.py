@@ -131,20 +131,26 @@ def sim_section(data: dict, args: list[str]) -> str:
 
 @renderer("policy_map_fact")
 def fact(data: dict, args: list[str]) -> str:
-    """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``cell <k> <u> <policy> <column>``."""
+    """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
+    ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's)."""
     rows = rows_of(data, "real" if data.get("kind") == "real" else "rows")
     what = args[0] if args else ""
     if what == "crossover":
         return _pct(crossovers(rows, int(args[1]), args[2] if len(args) > 2 else "parm"))
     if what == "best_ratio":
         return f"{targets(rows)['best_ratio']:.2f}"
+    if what == "ratio":  # ratio <k> <utilisation> <policy>: its p99.9 over the best tuned hedge's
+        k, u = int(args[1]), float(args[2])
+        mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == args[3])
+        return f"{mine['p99.9'] / best_hedge(rows, k, u)['p99.9']:.2f}"
     if what in ("cell", "hedge"):
         k, u = int(args[1]), float(args[2])
         row = best_hedge(rows, k, u) if what == "hedge" else next(
             r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == args[3])
         return _cell(row, args[-1])
     raise ValueError(f"policy_map_fact: unknown fact {args!r}; expected 'crossover <k> [policy]', 'best_ratio', "
-                     f"'cell <k> <utilisation> <policy> <column>' or 'hedge <k> <utilisation> <column>'.")
+                     f"'ratio <k> <utilisation> <policy>', 'cell <k> <utilisation> <policy> <column>' or "
+                     f"'hedge <k> <utilisation> <column>'.")
 
 
 def _pct(us: list[float]) -> str:
@@ -152,13 +158,15 @@ def _pct(us: list[float]) -> str:
 
 
 def write_page(out: Path) -> Path:
-    """``out/policy_map.md`` (started from :data:`PAGE` when absent) re-rendered from the JSON beside it."""
+    """``out/policy_map.md`` (started from :data:`PAGE`; a section added for each map file beside it that it
+    does not cite yet) re-rendered from the JSON beside it."""
     page = out / "policy_map.md"
-    if not page.is_file():
-        blocks = [f"\n## {title}\n<!-- render: policy_map_{kind} policy_map_{kind}.json --><!-- end render -->\n"
-                  for kind, title in (("real", "Real workers (local backend)"), ("sim", "Simulator at scale"))
-                  if (out / f"policy_map_{kind}.json").is_file()]
-        page.write_text(PAGE + "".join(blocks))
+    text = page.read_text() if page.is_file() else PAGE
+    for kind, title in (("real", "Real workers (local backend)"), ("sim", "Simulator at scale")):
+        block = f"<!-- render: policy_map_{kind} policy_map_{kind}.json -->"
+        if (out / f"policy_map_{kind}.json").is_file() and block not in text:
+            text += f"\n## {title}\n{block}<!-- end render -->\n"
+    page.write_text(text)
     page.write_text(render_page(page))
     return page
 
