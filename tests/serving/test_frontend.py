@@ -226,10 +226,10 @@ def test_hedge_spare_backs_up_only_onto_an_idle_instance(linear_f) -> None:
     results = run(fire(frontend, torch.randn(4, *SHAPE)))
     assert frontend.stats.answered == 4 and frontend.stats.hedged == 0
     # One slow instance among idle ones: its queries are backed up and answered early.
-    pool, _ = make_pool(linear_f, 2, 0, 3, delays={0: jitter(0.002, 0, slow_every=2, slow=0.3)})
+    pool, _ = make_pool(linear_f, 2, 0, 3, delays={0: jitter(0.002, 0, slow_every=2, slow=1.0)})
     frontend = Frontend(pool, None, FrontendConfig(policy="hedge-spare", hedge_delay_s=0.01))
     results = run(fire(frontend, torch.randn(20, *SHAPE), gap=0.01))
-    assert frontend.stats.hedged > 0 and max(r.latency_s for r in results) < 0.2
+    assert frontend.stats.hedged > 0 and max(r.latency_s for r in results) < 0.5  # the slow answers take 1 s
     assert frontend.stats.requests == 20 + frontend.stats.hedged
 
 
