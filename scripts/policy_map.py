@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from parm.bench.serving import serving_queries, train_pair
+from parm.results import rerender_citing
 from parm.serving.faults import PAPER_FAMILIES, FaultConfig, FaultFamily
 from parm.serving.policy_map import MAP_POLICIES, UTILISATIONS, MapSetup, sim_map
 from parm.serving.policy_real import RealMap, RealPlan
@@ -104,6 +105,8 @@ def write(data: dict, kind: str, out: Path) -> None:
     (out / f"policy_map_{kind}.json").write_text(json.dumps(data, indent=1))
     plot(data, out / f"policy_map_{kind}", "rows" if kind == "sim" else "real")
     write_page(out)
+    for page in rerender_citing(out / f"policy_map_{kind}.json"):  # e.g. docs/serving.md's figures
+        print(f"re-rendered {page}")
 
 
 def parse() -> argparse.Namespace:

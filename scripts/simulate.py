@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -172,10 +175,13 @@ def main() -> None:
         rest = [p for p in args.compare if p not in maps]
         ok &= not rest or compare(rest, args.tolerance, args.net_ms, args.band_ms)
         raise SystemExit(0 if ok else 1)
+    load = os.getloadavg()[0]
     rows = at_scale(args)
     print(format_table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
+    command = "python scripts/simulate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    args.out.write_text(json.dumps({"command": command, "loadavg": [load, os.getloadavg()[0]], "rows": rows},
+                                   indent=1))
 
 
 if __name__ == "__main__":

@@ -167,14 +167,26 @@ def cell_row(setup: MapSetup, utilisation: float, policy: str, chosen: dict, sum
 
 
 def best_hedge(rows: Sequence[dict], k: int, u: float) -> dict:
-    """The lower-p99.9 of the tuned hedge policies at (k, u)."""
-    return min((r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] in HEDGES),
-               key=lambda r: r["p99.9"])
+    """The lower-p99.9 of the tuned hedge policies at (k, u).
+
+    Raises:
+        ValueError: the map has no hedge policy at (k, u).
+    """
+    hedges = [r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] in HEDGES]
+    if not hedges:
+        raise ValueError(f"no tuned hedge at k={k}, utilisation {u}: map 'hedge' or 'hedge-spare' to compare with.")
+    return min(hedges, key=lambda r: r["p99.9"])
+
+
+def has_hedge(rows: Sequence[dict]) -> bool:
+    return any(r["policy"] in HEDGES for r in rows)
 
 
 def crossovers(rows: Sequence[dict], k: int, policy: str = "parm") -> list[float]:
     """Utilisations where ``policy``'s p99.9 crosses the best tuned hedge's (log-linear interpolation)."""
     us = sorted({r["utilisation"] for r in rows if r["k"] == k and r["policy"] == policy})
+    if not has_hedge(rows):
+        return []
     diffs = []
     for u in us:
         mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == policy)
@@ -205,7 +217,7 @@ def targets(rows: Sequence[dict]) -> dict:
     """The issue's targets over a map: the best coded-vs-hedge tail ratio with p50 within 10% of equal."""
     regimes = []
     for r in rows:
-        if r["policy"] not in CODED:
+        if r["policy"] not in CODED or not has_hedge(rows):
             continue
         cell = [x for x in rows if x["k"] == r["k"] and x["utilisation"] == r["utilisation"]]
         equal = next(x for x in cell if x["policy"] == "equal")
