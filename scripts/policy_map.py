@@ -90,7 +90,7 @@ def run_real(args: argparse.Namespace) -> dict:
     data: dict = {"maps": []}
     for base, parity in zip(args.base, args.parity, strict=True):
         model, parity_fit, raw = fitted_services(base, parity, args.service_ms)
-        data.update(header(args, model, raw, fault))
+        data.update({**header(args, model, raw, fault), "loadavg": data.get("loadavg") or [os.getloadavg()[0]]})
         queries, labels = serving_queries(base, args.max_queries, args.seed)
         real = RealMap(base, parity, plan, model, parity_fit, queries, labels)
         data["maps"].append(asyncio.run(real.run()))
