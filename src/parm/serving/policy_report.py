@@ -132,11 +132,13 @@ def sim_section(data: dict, args: list[str]) -> str:
 @renderer("policy_map_fact")
 def fact(data: dict, args: list[str]) -> str:
     """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
-    ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``."""
+    ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``, ``compare`` (real maps)."""
     rows = rows_of(data, "real" if data.get("kind") == "real" else "rows")
     what = args[0] if args else ""
     if what == "crossover":
         return _pct(crossovers(rows, int(args[1]), args[2] if len(args) > 2 else "parm"))
+    if what == "compare":  # the stored simulator replay's crossovers against the real ones
+        return "pass" if compare_crossovers(rows, rows_of(data, "sim"))["pass"] else "fail"
     if what == "loadavg":  # the load average range recorded while the map ran
         return f"{min(data['loadavg']):.1f}–{max(data['loadavg']):.1f}"
     if what == "best_ratio":
