@@ -132,7 +132,8 @@ def sim_section(data: dict, args: list[str]) -> str:
 @renderer("policy_map_fact")
 def fact(data: dict, args: list[str]) -> str:
     """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
-    ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``, ``compare`` (real maps)."""
+    ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``,
+    ``compare`` (real maps)."""
     rows = rows_of(data, "real" if data.get("kind") == "real" else "rows")
     what = args[0] if args else ""
     if what == "crossover":
