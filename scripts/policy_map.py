@@ -54,7 +54,8 @@ def fitted_services(base: str, parity: str, median_ms: float) -> tuple[ServiceTi
 
 def faults(args: argparse.Namespace) -> FaultConfig:
     families: tuple[FaultFamily, ...] = PAPER_FAMILIES if args.faults == "paper" else ()
-    return FaultConfig(families=families, crash_rate_hz=args.crash_rate)
+    crash_rate = args.crash_rate if args.crash_rate is not None else 0.05 if args.real else 0.01
+    return FaultConfig(families=families, crash_rate_hz=crash_rate)
 
 
 def header(args: argparse.Namespace, model: ServiceTime, raw: dict, fault: FaultConfig) -> dict:
@@ -123,7 +124,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--policies", nargs="+", default=list(MAP_POLICIES), choices=MAP_POLICIES)
     p.add_argument("--service-ms", type=float, default=10.0, help="median service time of F's batch of one")
     p.add_argument("--faults", choices=["paper", "none"], default="paper")
-    p.add_argument("--crash-rate", type=float, default=0.01, help="crashes per instance per second")
+    p.add_argument("--crash-rate", type=float, default=None,
+                   help="crashes per instance per second (default 0.01 with --sim; 0.05 with --real, where a few "
+                        "seconds per cell on 6 instances would otherwise rarely see one)")
     p.add_argument("--restart-s", type=float, default=3.0, help="simulated downtime of a crashed instance")
     p.add_argument("--instances", type=int, default=1000, help="--sim: N")
     p.add_argument("--net-ms", type=float, default=0.5, help="--sim: cost per request")
