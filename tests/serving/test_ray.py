@@ -2,7 +2,7 @@
 
 One cluster (a head and three one-CPU nodes on 127.0.0.1) and one deployment of 4 F + 2 F_P serve
 every test of the module, on one event loop; the test that removes a node runs last. Skipped with a
-reason when Ray Serve is not installed (``pip install 'parm[ray]'``).
+reason when Ray Serve is not installed (``pip install 'parity-models[ray]'``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import torch
 from serving_fakes import write_checkpoints
 
-pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install 'parm[ray]'")
+pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install 'parity-models[ray]'")
 
 from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402
@@ -138,14 +138,12 @@ def test_ray_latency_page_is_rendered_from_its_json() -> None:
 
 
 def test_serve_config_exposes_ray_actor_options_and_replica_counts() -> None:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("serve", overrides=[
-            "serve.backend=ray", "serve.ray.actor_options.num_gpus=1",
-            "+serve.ray.actor_options.resources.accelerator=1", "serve.model_instances=8"])
+    from parm.pipeline import compose
+
+    cfg = compose(["serve.backend=ray", "serve.ray.actor_options.num_gpus=1",
+                   "+serve.ray.actor_options.resources.accelerator=1", "serve.model_instances=8"], config_name="serve")
     ray_cfg = OmegaConf.to_container(cfg.serve.ray, resolve=True)
     assert isinstance(ray_cfg, dict)
     settings = RaySettings(**ray_cfg)

@@ -98,7 +98,7 @@ def _header(data: dict) -> list[str]:
 
 
 @renderer("policy_map_real")
-def real_section(data: dict, args: list[str]) -> str:
+def real_section(data: dict, args: list[str], folder: Path | None = None) -> str:
     """The real bench's section: header, targets, crossover check against the replay, tables per k."""
     rows, replayed = rows_of(data, "real"), rows_of(data, "sim")
     out = ["", *_header(data), ""]
@@ -117,7 +117,7 @@ def real_section(data: dict, args: list[str]) -> str:
 
 
 @renderer("policy_map_sim")
-def sim_section(data: dict, args: list[str]) -> str:
+def sim_section(data: dict, args: list[str], folder: Path | None = None) -> str:
     """The simulator's section: header, targets, tables per k."""
     rows = rows_of(data)
     out = ["", *_header(data), ""]
@@ -130,7 +130,7 @@ def sim_section(data: dict, args: list[str]) -> str:
 
 
 @renderer("policy_map_fact")
-def fact(data: dict, args: list[str]) -> str:
+def fact(data: dict, args: list[str], folder: Path | None = None) -> str:
     """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
     ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``,
     ``compare`` (real maps)."""
