@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -106,8 +107,7 @@ def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
     from parm.serving import raybench
 
     code = load_parity(parity).code
-    _, _, xte, yte = load_mnist(stored_normalization(base))
-    idx = np.random.default_rng(args.seed).choice(len(xte), size=args.queries, replace=False)
+    queries, labels = serving_queries(base, args.queries, args.seed)
     cfg = raybench.RayBenchConfig(
         rates=args.rates, policies=args.policies, scenarios=args.scenarios, n_model=args.model_instances,
         nodes=args.nodes, grace_ms=args.grace_ms[0], hedge_ms=args.hedge_ms, group_timeout_ms=args.group_timeout_ms,
@@ -118,7 +118,7 @@ def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
     def show(row: dict) -> None:
         print(format_table([{**row, "policy": f"{row['backend']}/{row['scenario']}/{row['policy']}"}]), flush=True)
 
-    data = asyncio.run(raybench.run(cfg, base, parity, code, torch.from_numpy(xte[idx]), yte[idx], on_row=show))
+    data = asyncio.run(raybench.run(cfg, base, parity, code, queries, labels, on_row=show))
     command = (f"python scripts/bench_latency.py --backend ray --rates {' '.join(f'{r:g}' for r in args.rates)} "
                f"--queries {args.queries} --policies {' '.join(args.policies)} --scenarios {' '.join(args.scenarios)} "
                f"--nodes {args.nodes} --out docs/results --name {args.name}")
