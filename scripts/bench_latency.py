@@ -10,7 +10,9 @@ Policies on the same seeded fault trace (instance slot i gets trace i in every p
     python scripts/bench_latency.py --codec-only --k 4 --shape 3 32 32
 
 Prints a table per policy and rate, writes results.json, cdf.png and p999_vs_rate.png to --out.
-Without --base/--parity it trains a small MNIST MLP and its parity model first (cached in --out).
+Without --run or --base/--parity it trains F (MNIST MLP) and its parity model through the pipeline,
+as train.py does (:func:`parm.bench.serving.train_pair`, reused from --out); test images come from
+:mod:`parm.data`, normalised with the mean/std stored in base.pt.
 """
 
 from __future__ import annotations
@@ -26,95 +28,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from parm.bench.serving import from_run, serving_queries, train_pair
 from parm.serving.faults import FaultConfig, FaultPlan, draw_plan
 from parm.serving.frontend import Frontend, FrontendConfig
 from parm.serving.instance import InstancePool
 from parm.serving.loadgen import RunResult, format_table, run_poisson
 from parm.serving.local import LocalBackend, LocalInstance
 from parm.serving.worker import WorkerSpec
-
-SHARED_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")  # the README's ../shared/data
-
-
-def load_mnist(normalization: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised ``(n, 1, 28, 28)`` float32 train/test images and labels.
-
-    Args:
-        normalization: ``{"mean": [..], "std": [..]}`` in [0, 1] pixel scale, as train.py stores it in
-            base.pt's meta; None: the training split's own mean and std.
-    """
-    path = Path(os.environ.get("PARM_DATA_DIR", SHARED_DATA)) / "mnist.npz"
-    d = np.load(path, allow_pickle=False)
-    xtr, xte = (d[k].astype(np.float32)[:, None] / 255.0 for k in ("x_train", "x_test"))
-    if normalization:
-        mean = np.asarray(normalization["mean"], np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(normalization["std"], np.float32).reshape(1, -1, 1, 1)
-    else:
-        mean, std = xtr.mean(), xtr.std()
-    return (xtr - mean) / std, d["y_train"], (xte - mean) / std, d["y_test"]
-
-
-def stored_normalization(base: str) -> dict | None:
-    """The input normalisation train.py stored with F (``meta["normalization"]``), if any."""
-    from parm.models.checkpoint import load_model
-
-    _, header = load_model(base)
-    return (header.get("meta") or {}).get("normalization")
-
-
-def from_run(run: Path) -> tuple[str, str]:
-    """``base.pt`` and ``parity.pt`` of a train.py run directory (via its summary.json)."""
-    summary = run / "summary.json"
-    if not summary.is_file():
-        raise SystemExit(f"{summary} not found: --run must be a train.py output directory (stage=parity).")
-    artifacts = json.loads(summary.read_text()).get("artifacts") or {}
-    base, parity = artifacts.get("base"), artifacts.get("parity") or str(run / "parity.pt")
-    if not base or not Path(base).is_file() or not Path(parity).is_file():
-        raise SystemExit(f"{summary} names base={base!r}, parity={parity!r}; both must exist.")
-    return base, parity
-
-
-def train_quick(out: Path, k: int, r: int, seed: int) -> tuple[str, str]:
-    """A 784-200-100-10 MLP (2 epochs) and a parity MLP for the sum code (MSE to the summed logits)."""
-    from parm.artifacts import code_record, save_parity
-    from parm.coding import CodeSpec, build_code
-    from parm.models.checkpoint import save_model
-    from parm.models.mlp import MLP
-
-    base, parity = out / "base.pt", out / f"parity_k{k}_r{r}.pt"
-    if base.exists() and parity.exists():
-        return str(base), str(parity)
-    torch.manual_seed(seed)
-    raw = np.load(Path(os.environ.get("PARM_DATA_DIR", SHARED_DATA)) / "mnist.npz")["x_train"] / 255.0
-    normalization = {"mean": [float(raw.mean())], "std": [float(raw.std())]}
-    xtr, ytr, _, _ = load_mnist(normalization)
-    x, y = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    spec = {"_target_": "parm.models.mlp.MLP", "input_shape": [1, 28, 28], "num_classes": 10}
-    f = MLP(input_shape=(1, 28, 28), num_classes=10)
-    _fit(f, x, lambda xb, idx: torch.nn.functional.cross_entropy(f(xb), y[idx]), epochs=2)
-    f.eval()
-    code = build_code("sum", "subtraction", CodeSpec(k, r), (1, 28, 28), (10,))
-    models = [MLP(input_shape=(1, 28, 28), num_classes=10) for _ in range(r)]
-    coeffs = code.encoder.coefficients
-    for j, fp in enumerate(models):
-        def loss(xb: torch.Tensor, idx: torch.Tensor, fp=fp, j=j) -> torch.Tensor:
-            groups = xb[: len(xb) // k * k].reshape(-1, k, 1, 28, 28)
-            with torch.no_grad():
-                target = torch.einsum("k,bkd->bd", coeffs[j], f(groups.flatten(0, 1)).reshape(-1, k, 10))
-            return torch.nn.functional.mse_loss(fp(code.encode(groups)[:, j]), target)
-        _fit(fp, x, loss, epochs=4)
-    save_model(base, f, spec, meta={"normalization": normalization})
-    save_parity(parity, models, spec, code, code_record(code, {}, {}), (1, 28, 28), (10,))
-    return str(base), str(parity)
-
-
-def _fit(model: torch.nn.Module, x: torch.Tensor, loss_fn, epochs: int) -> None:  # noqa: ANN001
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(128):
-            opt.zero_grad()
-            loss_fn(x[idx], idx).backward()
-            opt.step()
 
 
 def pools(backend: LocalBackend, n: int, extra: int) -> dict[str, list[LocalInstance]]:
@@ -131,12 +51,7 @@ async def bench(args: argparse.Namespace, base: str, parity: str) -> list[dict]:
     code = load_parity(parity).code
     k, r = code.spec.k, code.spec.r
     n, extra = args.model_instances, args.model_instances * r // k
-    normalization = stored_normalization(base)
-    _, _, xte, yte = load_mnist(normalization)
-    args.normalization = normalization or "training split of mnist.npz"
-    rng = np.random.default_rng(args.seed)
-    idx = rng.choice(len(xte), size=args.queries, replace=False)
-    queries, labels = torch.from_numpy(xte[idx]), yte[idx]
+    queries, labels = serving_queries(base, args.queries, args.seed)
     worker = {"max_batch": args.worker_batch, "service_time_s": args.service_ms / 1e3}
     specs = [WorkerSpec(f"model-{i}", base, **worker) for i in range(n + extra)]
     specs += [WorkerSpec(f"parity-{i}", parity, parity_index=i % r, **worker) for i in range(extra)]
@@ -192,8 +107,7 @@ def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
     from parm.serving import raybench
 
     code = load_parity(parity).code
-    _, _, xte, yte = load_mnist(stored_normalization(base))
-    idx = np.random.default_rng(args.seed).choice(len(xte), size=args.queries, replace=False)
+    queries, labels = serving_queries(base, args.queries, args.seed)
     cfg = raybench.RayBenchConfig(
         rates=args.rates, policies=args.policies, scenarios=args.scenarios, n_model=args.model_instances,
         nodes=args.nodes, grace_ms=args.grace_ms[0], hedge_ms=args.hedge_ms, group_timeout_ms=args.group_timeout_ms,
@@ -204,7 +118,7 @@ def bench_ray(args: argparse.Namespace, base: str, parity: str) -> None:
     def show(row: dict) -> None:
         print(format_table([{**row, "policy": f"{row['backend']}/{row['scenario']}/{row['policy']}"}]), flush=True)
 
-    data = asyncio.run(raybench.run(cfg, base, parity, code, torch.from_numpy(xte[idx]), yte[idx], on_row=show))
+    data = asyncio.run(raybench.run(cfg, base, parity, code, queries, labels, on_row=show))
     command = (f"python scripts/bench_latency.py --backend ray --rates {' '.join(f'{r:g}' for r in args.rates)} "
                f"--queries {args.queries} --policies {' '.join(args.policies)} --scenarios {' '.join(args.scenarios)} "
                f"--nodes {args.nodes} --out docs/results --name {args.name}")
@@ -325,7 +239,7 @@ def main() -> None:
     elif args.base:
         base, parity = args.base, args.parity
     else:
-        base, parity = train_quick(args.out, args.k, args.r, args.seed)
+        base, parity = train_pair(args.out, args.k, args.r, args.seed)
     args.base, args.parity = base, parity
     if args.backend == "ray":
         bench_ray(args, base, parity)

@@ -3,12 +3,12 @@
 # reference batch and on the fast path (cached / on-the-fly targets), a short reproduction. <= 8 min on an H200.
 # Prints a table last; JSON, Markdown and the full log (suite.log) land under $OUT (8 files at most).
 #
-# Before the device call, here (both were built in the integration checkout on 2026-11-30; skip what exists):
+# Before the device call, here (in the repo root; skip what exists):
 #   python scripts/make_gpu_subset.py --src ../shared/data --dst gpu_data     # 48 MiB, git-ignored
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1
 #   python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3     # published as an sdist only
-#   (what the GPU image lacks)
+#   (what the GPU image lacks; the device tool's README says which)
 # Device call:  run(command="bash scripts/gpu_suite.sh", carry=["gpu_data", ".whl"], timeout_s=600); then, here,
 #   python scripts/gpu_report.py <files_at>   writes docs/results/gpu_<date>.md (targets met or missed).
 # CPU smoke test at tiny sizes:  PARM_SUITE_TINY=1 OUT=/tmp/suite bash scripts/gpu_suite.sh

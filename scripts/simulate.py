@@ -2,18 +2,24 @@
 
     python scripts/simulate.py --instances 1000 --queries 1000000 --rate 80000
     python scripts/simulate.py --compare run1/results.json [run2/results.json ...] --tolerance 0.25
+    python scripts/simulate.py --compare docs/results/policy_map_real.json --points 10
 
 The first prints p50..p99.9 per policy and the wall time. The second re-runs, in simulation, every
 (policy, rate) of a ``bench_latency.py`` results file with the same settings, query count and seed,
 so on the same arrivals and fault traces, and checks that each real p99.9 is within ``--tolerance``
 (relative) of the simulated range (cost per request calibrated, +- ``--band-ms``) and that policies
-whose real p99.9 differ by more than the tolerance come in the same order.
+whose real p99.9 differ by more than the tolerance come in the same order. Given a ``policy_map.py
+--real`` file it re-simulates every cell and checks that each utilisation where a parm policy's p99.9
+crosses the best tuned hedge's is predicted within ``--points`` (and no crossover is invented).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -122,11 +128,28 @@ def compare(paths: list[Path], tolerance: float, net_ms: float | None, band_ms: 
     return ok
 
 
+def compare_map(path: Path, points: float) -> bool:
+    """Re-simulate every cell of a ``policy_map.py --real`` file and check its crossover utilisations."""
+    from parm.serving.policy_map import compare_crossovers, replay, setup_from_dict
+
+    data = json.loads(path.read_text())
+    real = [row for m in data["maps"] for row in m["real"]]
+    sim = [row for m in data["maps"] for row in replay(setup_from_dict(m["setup"]), m["real"])]
+    check = compare_crossovers(real, sim, points)
+    for cell in check["cells"]:
+        print(f"k={cell['k']} {cell['policy']:>10} crosses the best tuned hedge at: real {cell['real'] or 'none'}, "
+              f"simulated {cell['sim'] or 'none'}  {'ok' if cell['pass'] else 'MISMATCH'}")
+    print(f"every crossover within +-{points * 100:.0f} utilisation points: {check['pass']}")
+    return bool(check["pass"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--compare", type=Path, nargs="+",
                    help="bench_latency.py results.json file(s) of one trace (repeated runs) to check against")
     p.add_argument("--tolerance", type=float, default=0.25, help="relative p99.9 tolerance for --compare")
+    p.add_argument("--points", type=float, default=10.0,
+                   help="--compare of a policy_map.py --real file: crossover tolerance in utilisation points")
     p.add_argument("--band-ms", type=float, default=0.2,
                    help="--compare: vary the calibrated cost per request by this much either way")
     p.add_argument("--instances", type=int, default=1000, help="N")
@@ -147,11 +170,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("outputs/sim.json"))
     args = p.parse_args()
     if args.compare is not None:
-        raise SystemExit(0 if compare(args.compare, args.tolerance, args.net_ms, args.band_ms) else 1)
+        maps = [p for p in args.compare if json.loads(p.read_text()).get("kind") == "real"]
+        ok = all(compare_map(p, args.points / 100) for p in maps)
+        rest = [p for p in args.compare if p not in maps]
+        ok &= not rest or compare(rest, args.tolerance, args.net_ms, args.band_ms)
+        raise SystemExit(0 if ok else 1)
+    load = os.getloadavg()[0]
     rows = at_scale(args)
     print(format_table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
+    command = "python scripts/simulate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    args.out.write_text(json.dumps({"command": command, "loadavg": [load, os.getloadavg()[0]], "rows": rows},
+                                   indent=1))
 
 
 if __name__ == "__main__":

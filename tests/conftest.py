@@ -12,7 +12,7 @@ from PIL import Image
 torch.set_num_threads(1)
 
 
-# ---- tiny datasets in the real file layouts (see ../shared/data/README.md) -------------------------
+# ---- tiny datasets in the real file layouts (see the shared data folder's README) -------------------------
 
 
 def _learnable_images(rng: np.random.Generator, n: int, shape: tuple[int, ...], num_classes: int,

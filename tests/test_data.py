@@ -29,8 +29,6 @@ EXPECTED = {
     "image_folder": ((3, 64, 64), 2, torch.uint8),
 }
 
-SHARED_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")  # the README's ../shared/data
-
 
 def mnist(data_dir: Path, **kwargs: object) -> TensorDataModule:
     return build_datamodule("mnist", data_dir=str(data_dir), download=False, **{**SMALL, **kwargs})
@@ -335,12 +333,16 @@ def test_lightning_fit_learns_tiny_mnist(tiny_data_dir: Path) -> None:
     assert not torch.equal(torch.cat(model.train_index[0]), torch.cat(model.train_index[1]))
 
 
+# The shared data folder sits beside the checkout (as the README's ../shared/data); PARM_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("PARM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
 @pytest.mark.skipif(
-    not Path(os.environ.get("PARM_SHARED_DATA", SHARED_DATA), "mnist.npz").exists(),
+    not (SHARED_DATA / "mnist.npz").exists(),
     reason="real MNIST not available (set PARM_SHARED_DATA)",
 )
 def test_real_mnist() -> None:
-    dm = build_datamodule("mnist", data_dir=os.environ.get("PARM_SHARED_DATA", SHARED_DATA),
+    dm = build_datamodule("mnist", data_dir=str(SHARED_DATA),
                           group_size=2, download=False)
     assert dm.split("train")[0].shape == (55000, 1, 28, 28) and dm.split("test")[0].shape == (10000, 1, 28, 28)
     assert abs(float(dm.mean) - 0.1307) < 2e-3 and abs(float(dm.std) - 0.3081) < 2e-3

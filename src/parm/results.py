@@ -80,6 +80,7 @@ def rerender_citing(json_path: Path, root: Path = ROOT) -> list[Path]:
 def _register_builtins() -> None:
     # The renderers live beside the code that measures the figures; importing registers them.
     from parm.bench import pages as _bench_pages  # noqa: F401
+    from parm.serving import policy_report as _policy_pages  # noqa: F401
 
 
 def main(argv: Iterable[str] | None = None) -> int:

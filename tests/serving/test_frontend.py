@@ -254,3 +254,35 @@ def test_group_members_and_parities_land_on_distinct_nodes(linear_f, model_nodes
     else:  # one node holds every model: groups still spread over distinct instances
         members = {float(x.flatten()[0]): inst.name for inst in models for x in inst.seen}
         assert all(members[2 * i + 1.0] != members[2 * i + 2.0] for i in range(20))
+
+
+def test_hedge_spare_backs_up_only_onto_an_idle_instance(linear_f) -> None:
+    slow = jitter(0.002, 0, slow_every=1, slow=0.15)
+    # Both instances slow and busy: no idle instance, so no backup however late the answers are.
+    pool, _ = make_pool(linear_f, 2, 0, 2, delays={0: slow, 1: slow})
+    frontend = Frontend(pool, None, FrontendConfig(policy="hedge-spare", hedge_delay_s=0.01))
+    results = run(fire(frontend, torch.randn(4, *SHAPE)))
+    assert frontend.stats.answered == 4 and frontend.stats.hedged == 0
+    # One slow instance among idle ones: its queries are backed up and answered early.
+    pool, _ = make_pool(linear_f, 2, 0, 3, delays={0: jitter(0.002, 0, slow_every=2, slow=1.0)})
+    frontend = Frontend(pool, None, FrontendConfig(policy="hedge-spare", hedge_delay_s=0.01))
+    results = run(fire(frontend, torch.randn(20, *SHAPE), gap=0.01))
+    assert frontend.stats.hedged > 0 and max(r.latency_s for r in results) < 0.5  # the slow answers take 1 s
+    assert frontend.stats.requests == 20 + frontend.stats.hedged
+
+
+def test_parm_hedge_backs_up_a_member_whose_group_cannot_be_decoded(linear_f) -> None:
+    code = build_code("sum", "subtraction", CodeSpec(2, 1), SHAPE, (5,))
+    very_slow = jitter(0.002, 0, slow_every=1, slow=0.5)
+    # Model 0 and the parity instance are both slow: a group with a member on model 0 cannot be decoded.
+    pool, insts = make_pool(linear_f, 2, 1, 3, delays={0: very_slow})
+    insts[-1].delay = very_slow
+    frontend = Frontend(pool, code, FrontendConfig(policy="parm-hedge", hedge_delay_s=0.02, decode_grace_s=0.002))
+    results = run(fire(frontend, torch.randn(6, *SHAPE), gap=0.005))
+    assert frontend.stats.answered == 6 and frontend.stats.hedged > 0
+    assert not any(r.degraded for r in results) and max(r.latency_s for r in results) < 0.3
+    # Fast parity: groups decode before the hedge delay, so nothing is backed up.
+    pool, _ = make_pool(linear_f, 2, 1, 3, delays={0: very_slow})
+    frontend = Frontend(pool, code, FrontendConfig(policy="parm-hedge", hedge_delay_s=0.05, decode_grace_s=0.002))
+    results = run(fire(frontend, torch.randn(6, *SHAPE), gap=0.005))
+    assert frontend.stats.hedged == 0 and any(r.degraded for r in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 import torch
 from serving_fakes import write_checkpoints
@@ -156,3 +157,50 @@ def test_a_cancelled_request_holds_the_workers_load_until_the_worker_lets_go(che
     assert t_running >= service_s, f"the running request was let go {t_running:.2f} s after sending, before its batch"
     assert order <= 0, "the queued request is dropped when the worker reaches it, after the running one"
     assert classes == 10
+
+
+def test_workers_draw_their_batch_time_from_a_fitted_distribution(checkpoints) -> None:
+    """service= makes each batch last at least a draw of the fit (real forward passes are far shorter)."""
+    from parm.serving.service import ServiceTime, measure_service
+    from parm.serving.worker import WorkerSpec
+
+    base, _ = checkpoints
+    samples = measure_service(WorkerSpec("m", base), batches=(1, 2), repeats=40, warmup=5)
+    assert set(samples) == {1, 2} and all(len(s) == 40 and (s > 0).all() for s in samples.values())
+    service = ServiceTime(0.03, floor=0.9, sigma=0.1)
+    backend = LocalBackend([WorkerSpec("model-0", base, max_batch=1, service=service)])
+
+    async def go() -> list[float]:
+        await backend.start()
+        try:
+            inst = backend.instances[0]
+            times = []
+            for i in range(5):
+                t0 = asyncio.get_running_loop().time()
+                await inst.infer(i, torch.randn(1, 28, 28))
+                times.append(asyncio.get_running_loop().time() - t0)
+            return times
+        finally:
+            await backend.stop()
+
+    times = asyncio.run(asyncio.wait_for(go(), 120))
+    assert min(times) >= 0.03 * 0.9
+
+
+@pytest.mark.slow
+def test_the_real_policy_map_runs_every_cell_with_its_replay(checkpoints) -> None:
+    from parm.serving.faults import PAPER_FAMILIES, FaultConfig
+    from parm.serving.policy_real import RealMap, RealPlan
+    from parm.serving.service import ServiceTime
+
+    base, parity = checkpoints
+    plan = RealPlan(n=2, utilisations=(0.2,), policies=("equal", "parm"), cell_s=0.5, min_queries=40,
+                    faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=200)
+    service = ServiceTime(0.005)
+    real = RealMap(base, parity, plan, service, service, torch.randn(200, 1, 28, 28), np.zeros(200, dtype=int),
+                   progress=lambda line: None)
+    out = asyncio.run(asyncio.wait_for(real.run(), 300))
+    assert [r["policy"] for r in out["real"]] == [r["policy"] for r in out["sim"]] == ["equal", "parm"]
+    parm = out["real"][1]
+    assert parm["lost"] == 0 and parm["extra_load"] == pytest.approx(0.5, abs=0.05)
+    assert "degraded_no_faults" in parm and out["setup"]["k"] == 2 and out["net_ms"] >= 0

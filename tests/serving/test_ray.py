@@ -2,7 +2,7 @@
 
 One cluster (a head and three one-CPU nodes on 127.0.0.1) and one deployment of 4 F + 2 F_P serve
 every test of the module, on one event loop; the test that removes a node runs last. Skipped with a
-reason when Ray Serve is not installed (``pip install 'parm[ray]'``).
+reason when Ray Serve is not installed (``pip install 'parity-models[ray]'``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import torch
 from serving_fakes import write_checkpoints
 
-pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install 'parm[ray]'")
+pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install 'parity-models[ray]'")
 
 from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402

@@ -41,8 +41,8 @@ def test_a_cancelled_request_counts_as_load_until_its_instance_lets_go() -> None
 
     sim = Simulator(SimConfig(policy="none", n=1, queries=2, service_s=0.005, net_s=0.0, max_batch=1))
     sim.qstate = [[None, 0, []] for _ in range(2)]
-    sim._send_plain(0.0, 0)  # runs at once
-    sim._send_plain(0.0, 1)  # queued behind it
+    sim._send(0.0, 0, "plain", None, ())  # runs at once
+    sim._send(0.0, 1, "plain", None, ())  # queued behind it
     running, queued = sim.qstate[0][2][0], sim.qstate[1][2][0]
     sim._cancel(running)
     sim._cancel(queued)

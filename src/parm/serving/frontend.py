@@ -7,6 +7,10 @@ Policies:
         baselines differ only in how many instances they get).
     ``hedge``: like ``plain``, plus a backup request to another instance after ``hedge_delay_s``;
         the first answer wins and the other request is cancelled.
+    ``hedge-spare``: like ``hedge``, but the backup goes only to an idle instance (none idle: no backup),
+        so hedging uses spare capacity only.
+    ``parm-hedge``: ``parm``, plus a backup of a member still unanswered ``hedge_delay_s`` after it was
+        sent while its group cannot be decoded yet (fewer than k of k + r outputs in).
 
 Every query is answered exactly once: with F's output, a reconstruction flagged ``degraded``, or an
 :class:`InstanceError` once ``max_attempts`` sends have failed.
@@ -57,10 +61,10 @@ class Frontend:
     def _check_pool(self) -> None:
         if not self.pool.members("model"):
             raise ValueError("the pool has no model instances; add at least one.")
-        if self.config.policy != "parm":
+        if self.config.policy not in ("parm", "parm-hedge"):
             return
         if self.code is None:
-            raise ValueError("policy 'parm' needs a code: pass code=build_code(...).")
+            raise ValueError(f"policy {self.config.policy!r} needs a code: pass code=build_code(...).")
         k, r = self.code.spec.k, self.code.spec.r
         if len(self.pool.members("model")) < k:
             raise ValueError(f"policy 'parm' with k={k} needs >= {k} model instances, the pool has "
@@ -96,7 +100,7 @@ class Frontend:
         self.stats.queries += 1
         if self.config.query_deadline_s is not None:
             q.timer = loop.call_later(self.config.query_deadline_s, self._on_deadline, q)
-        if self.config.policy == "parm":
+        if self.config.policy in ("parm", "parm-hedge"):
             self._join_group(q)
         else:
             self._spawn(self._send_plain(q))
@@ -120,6 +124,7 @@ class Frontend:
     def _start(self, inst: Instance, x: torch.Tensor, on_done: Done) -> int:
         """Send ``x`` to ``inst`` (its load already acquired by ``pool.pick``); returns the request id."""
         req_id = next(self._ids)
+        self.stats.requests += 1
         self._spawn(self._call(inst, req_id, x, on_done))
         return req_id
 
@@ -185,13 +190,22 @@ class Frontend:
             return
         q.attempts += 1
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_plain(q, rid, i, res))] = inst
-        if self.config.policy == "hedge" and q.attempts == 1:
+        if self.config.policy in ("hedge", "hedge-spare") and q.attempts == 1:
             asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge, q)
 
     def _hedge(self, q: QueryState) -> None:
-        if not q.future.done():
+        if q.future.done():
+            return
+        held = {i.name for i in q.requests.values()}
+        if self.config.policy == "hedge":
             self.stats.hedged += 1
-            self._spawn(self._send_plain(q, exclude={i.name for i in q.requests.values()}))
+            self._spawn(self._send_plain(q, exclude=held))
+            return
+        picked = self.pool.try_pick("model", 1, exclude=held, below=1)  # hedge-spare: idle instances only
+        if picked is not None:
+            self.stats.hedged += 1
+            q.attempts += 1
+            q.requests[self._start(picked[0], q.x, lambda rid, i, res: self._on_plain(q, rid, i, res))] = picked[0]
 
     def _on_plain(self, q: QueryState, req_id: int, inst: Instance, result: torch.Tensor | Exception) -> None:
         q.requests.pop(req_id, None)
@@ -278,6 +292,20 @@ class Frontend:
         q.attempts += 1
         q.group.failed.discard(q.slot)
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = inst
+        if self.config.policy == "parm-hedge" and q.attempts == 1:
+            asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge_member, q)
+
+    def _hedge_member(self, q: QueryState) -> None:
+        """``parm-hedge``: back up a member whose group cannot be decoded yet (the decoder will not save it)."""
+        group = q.group
+        assert group is not None
+        arrived = sum(o is not None for o in group.outputs) + sum(p is not None for p in group.parities)
+        if q.future.done() or (group.coded and arrived >= group.k):
+            return
+        picked = self.pool.try_pick("model", 1, exclude={i.name for i in q.requests.values()})
+        if picked is not None:
+            self.stats.hedged += 1
+            q.requests[self._start(picked[0], q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = picked[0]
 
     def _send_parities_now(self, group: GroupState) -> None:
         """Encode the group and send each parity to a free parity instance, or wait for one in a task."""

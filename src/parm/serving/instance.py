@@ -113,18 +113,21 @@ class InstancePool:
         """Requests outstanding over all instances."""
         return sum(self.load.values())
 
-    def _eligible(self, role: Role, parity_index: int | None, exclude: set[str]) -> list[Instance]:
+    def _eligible(self, role: Role, parity_index: int | None, exclude: set[str],
+                  below: int | None = None) -> list[Instance]:
+        limit = self.capacity if below is None else min(below, self.capacity)
         found = [i for i in self.members(role, parity_index)
-                 if i.alive and i.name not in exclude and self.load[i.name] < self.capacity]
+                 if i.alive and i.name not in exclude and self.load[i.name] < limit]
         return sorted(found, key=lambda i: self.load[i.name])
 
     def try_pick(self, role: Role, count: int = 1, parity_index: int | None = None,
-                 exclude: set[str] | None = None) -> list[Instance] | None:
+                 exclude: set[str] | None = None, below: int | None = None) -> list[Instance] | None:
         """``count`` distinct least-loaded eligible instances, or None if there are not enough now.
 
-        The chosen instances' load is counted at once; :meth:`release` each when its request ends.
+        ``below``: only instances with fewer outstanding requests than this (1: idle ones). The chosen
+        instances' load is counted at once; :meth:`release` each when its request ends.
         """
-        found = self._eligible(role, parity_index, exclude or set())
+        found = self._eligible(role, parity_index, exclude or set(), below)
         if len(found) < count:
             return None
         for inst in found[:count]:

@@ -18,7 +18,8 @@ PERCENTILES = (50, 90, 99, 99.5, 99.9)
 
 @dataclass
 class RunResult:
-    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, F's answer, loop lag.
+    """Per-query outcomes of one run: latency (s, NaN if lost), degraded flag, F's answer, loop lag,
+    and run-level counts (e.g. ``extra_load``: requests sent per query beyond one).
 
     ``outputs`` holds each answered query's output vector ``(n, D)`` (NaN rows for lost queries); the
     task (:mod:`parm.tasks`) decides what a correct answer is, so boxes are scored as boxes.
@@ -28,6 +29,7 @@ class RunResult:
     degraded: np.ndarray
     outputs: np.ndarray
     lag: dict[str, float] | None = None
+    counts: dict[str, float] | None = None
 
     def summary(self, labels: np.ndarray | None = None, task: str | Task = "classification") -> dict[str, float]:
         """p50..p99.9 and mean in ms, share degraded, accuracy vs ``labels`` (class indices, or boxes
@@ -41,7 +43,7 @@ class RunResult:
         if labels is not None:
             hits = get_task(task).hits(torch.as_tensor(self.outputs[ok]), torch.as_tensor(labels[ok]))
             out["accuracy"] = float(hits.float().mean()) if lat.size else float("nan")
-        return {**out, **(self.lag or {})}
+        return {**out, **(self.lag or {}), **(self.counts or {})}
 
 
 async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float, seed: int,

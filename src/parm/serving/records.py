@@ -10,7 +10,8 @@ import torch
 
 from parm.serving.instance import Instance
 
-Policy = Literal["parm", "plain", "hedge"]
+Policy = Literal["parm", "plain", "hedge", "hedge-spare", "parm-hedge"]
+POLICIES = ("parm", "plain", "hedge", "hedge-spare", "parm-hedge")
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,16 @@ class FrontendConfig:
     """Frontend settings.
 
     Args:
-        policy: ``"parm"``, ``"plain"`` or ``"hedge"``.
+        policy: ``"parm"``, ``"plain"``, ``"hedge"``, or a hybrid: ``"hedge-spare"`` (a backup only to an
+            idle instance: hedging limited to spare capacity) or ``"parm-hedge"`` (parm, plus a backup of
+            a member still missing ``hedge_delay_s`` after it was sent while its group cannot be decoded).
         group_timeout_s: group-formation deadline. Members are sent the moment they arrive; the
             parities once the group has k members. A group still short of k this long after its first
             arrival is closed and its members stay uncoded (counted in ``Stats.uncoded``).
         decode_grace_s: once decoding is possible, wait up to this long for the original (0 = decode
             at once, the reference's behaviour).
         query_deadline_s: optional per-query deadline; when it passes, decode at once if possible.
-        hedge_delay_s: ``hedge`` policy: when to send the backup request.
+        hedge_delay_s: ``hedge``, ``hedge-spare``, ``parm-hedge``: when to send the backup request.
         max_pending: queries admitted at once; :meth:`Frontend.predict` waits beyond (back-pressure).
         max_attempts: sends of one query before it is answered with an error.
     """
@@ -39,8 +42,8 @@ class FrontendConfig:
     max_attempts: int = 4
 
     def __post_init__(self) -> None:
-        if self.policy not in ("parm", "plain", "hedge"):
-            raise ValueError(f"policy must be 'parm', 'plain' or 'hedge', got {self.policy!r}.")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}.")
         for name in ("group_timeout_s", "decode_grace_s", "hedge_delay_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}.")
@@ -72,6 +75,7 @@ class Stats:
     """Counters since start."""
 
     queries: int = 0
+    requests: int = 0
     answered: int = 0
     degraded: int = 0
     failed: int = 0

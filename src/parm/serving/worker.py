@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from parm.serving.faults import FaultPlan
+from parm.serving.service import ServiceTime
 from parm.serving.wire import pack, recv_frame
 
 
@@ -42,7 +43,10 @@ class WorkerSpec:
             mode); None: the file the artifact records.
         max_batch: most queued requests run as one batch.
         service_time_s: emulated accelerator time per batch; a batch takes at least this long (0 = off).
+        service: a fitted service-time distribution (:mod:`parm.serving.service`); when set, each batch
+            takes at least a time drawn from it (seeded by ``seed`` and ``name``) instead of ``service_time_s``.
         threads: torch intra-op threads.
+        seed: seeds the service-time draws.
     """
 
     name: str
@@ -51,7 +55,9 @@ class WorkerSpec:
     base: str | None = None
     max_batch: int = 8
     service_time_s: float = 0.0
+    service: ServiceTime | None = None
     threads: int = 1
+    seed: int = 0
 
 
 def load_instance_model(spec: WorkerSpec):  # noqa: ANN201 - torch is imported lazily in the child
@@ -139,6 +145,7 @@ def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     inbox = _Inbox()
     threading.Thread(target=inbox.read_forever, args=(sock,), daemon=True).start()
+    rng = np.random.default_rng([spec.seed, *spec.name.encode()])
     while True:
         batch, dropped = inbox.take(spec.max_batch)
         if dropped:
@@ -148,13 +155,13 @@ def worker_main(spec: WorkerSpec, port_pipe: Connection) -> None:
         # Said before running: the frontend can tell a running request from a queued one (a cancelled
         # running request holds the worker until the batch ends; a queued one is dropped unrun).
         sock.sendall(pack({"op": "started", "ids": [i for i, _ in batch]}))
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time() - inbox.epoch
         with torch.inference_mode():
             out = model(torch.from_numpy(np.stack([a for _, a in batch])).float()).numpy()
-        busy = max(time.perf_counter() - start, spec.service_time_s)
-        factor = inbox.plan.factor(time.time() - inbox.epoch)
-        # Emulated accelerator time and slow periods stretch the batch; the CPU is left to the others.
-        wait = busy * factor - (time.perf_counter() - start)
+        emulated = spec.service_time_s if spec.service is None else float(spec.service.draw(rng, 1, len(batch))[0])
+        busy = max(time.perf_counter() - start, emulated)
+        # Emulated accelerator time, slow periods and pauses stretch the batch; the CPU is left to the others.
+        wait = inbox.plan.batch_time(started_at, busy) - (time.perf_counter() - start)
         if wait > 0:
             time.sleep(wait)
         with inbox.lock:

@@ -1,0 +1,265 @@
+"""The policy map: the tail of every serving policy across utilisation, each policy tuned fairly.
+
+At each operating point (k, utilisation of the Equal-Resources capacity) every policy's knobs are
+swept on a *tuning* trace and the best setting (lowest p99.9 with at most ``max_degraded`` of the
+answers reconstructed) is reported on a separate *test* trace (other seed: other arrivals, faults
+and service draws). Hedge delays are swept over quantiles of the latency ``equal`` shows on the
+tuning trace (p50, p90, p95, p99) and fixed multiples of the median service time; the decode grace
+over multiples of it; the hybrids over both. Every policy has N + N*r/k instances except ``none`` (N).
+This module runs the simulator side and holds what the real bench shares with it (grids, tuning,
+crossovers, targets); :mod:`parm.serving.policy_real` runs the same cells on real workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parm.serving.faults import FaultConfig, FaultFamily
+from parm.serving.service import ServiceTime
+from parm.serving.sim import SimConfig, simulate
+
+MAP_POLICIES = ("none", "equal", "hedge", "hedge-spare", "parm", "parm-hedge")
+HEDGES = ("hedge", "hedge-spare")
+CODED = ("parm", "parm-hedge")
+UTILISATIONS = (0.1, 0.3, 0.5, 0.7, 0.85)
+QUANTILES = (50, 90, 95, 99)
+HEDGE_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # fixed hedge delays, in median service times
+GRACE_MULTIPLES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # decode graces, in median service times
+
+
+@dataclass(frozen=True)
+class MapSetup:
+    """One k of the map.
+
+    Args:
+        k, r, n: the code and N (model instances of ``none`` and the parm policies).
+        service, parity_service: batch service times of F and F_P (batches of one: ``max_batch`` 1).
+        net_s: frontend + transport cost per request (calibrated on the real system).
+        faults: the fault families, one seeded trace per instance slot shared by every policy.
+        restart_s: how long a crashed instance is out.
+        tune_seed, test_seed: the two traces.
+        tune_queries, test_queries: queries per simulated cell.
+        max_degraded: a setting whose degraded share on the tuning trace exceeds this is not chosen.
+    """
+
+    k: int
+    service: ServiceTime
+    parity_service: ServiceTime | None = None
+    r: int = 1
+    n: int = 1000
+    net_s: float = 0.0005
+    faults: FaultConfig = FaultConfig()
+    restart_s: float = 2.0
+    group_timeout_s: float = 0.05
+    tune_seed: int = 1
+    test_seed: int = 2
+    tune_queries: int = 20_000
+    test_queries: int = 100_000
+    max_degraded: float = 0.05
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def capacity_hz(self) -> float:
+        """Queries per second the N + N*r/k Equal-Resources instances serve at 100% utilisation."""
+        return (self.n + self.n * self.r // self.k) / self.service.mean_s()
+
+    def rate_hz(self, utilisation: float) -> float:
+        return utilisation * self.capacity_hz()
+
+    def sim_config(self, policy: str, utilisation: float, knobs: dict[str, float], seed: int, queries: int,
+                   faults: FaultConfig | None = None) -> SimConfig:
+        return SimConfig(policy=policy, n=self.n, k=self.k, r=self.r, rate_hz=self.rate_hz(utilisation),
+                         queries=queries, service=self.service, parity_service=self.parity_service, max_batch=1,
+                         net_s=self.net_s, group_timeout_s=self.group_timeout_s,
+                         decode_grace_s=knobs.get("grace_ms", 0.0) / 1e3,
+                         hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
+                         faults=self.faults if faults is None else faults, restart_s=self.restart_s, seed=seed)
+
+
+def knob_grid(policy: str, observed_ms: dict[str, float], median_ms: float) -> list[dict[str, float]]:
+    """Settings to sweep for ``policy``; ``observed_ms``: ``equal``'s latency quantiles on the tuning trace."""
+    hedges = sorted({round(observed_ms[f"p{q}"], 3) for q in QUANTILES}
+                    | {round(m * median_ms, 3) for m in HEDGE_MULTIPLES})
+    graces = [round(m * median_ms, 3) for m in GRACE_MULTIPLES]
+    if policy in HEDGES:
+        return [{"hedge_ms": h} for h in hedges]
+    if policy == "parm":
+        return [{"grace_ms": g} for g in graces]
+    if policy == "parm-hedge":
+        return [{"grace_ms": g, "hedge_ms": h} for g in graces[2:5] for h in hedges if h >= median_ms]
+    if policy in ("none", "equal"):
+        return [{}]
+    raise ValueError(f"unknown policy {policy!r}; the map knows {MAP_POLICIES}.")
+
+
+def choose(rows: Sequence[dict], max_degraded: float) -> dict:
+    """The tuning row to keep: lowest p99.9 among those within ``max_degraded``, else the least degraded."""
+    allowed = [r for r in rows if r["degraded"] <= max_degraded] or [min(rows, key=lambda r: r["degraded"])]
+    return min(allowed, key=lambda r: (r["p99.9"], r["p50"]))
+
+
+def observed_quantiles(latency_s: np.ndarray) -> dict[str, float]:
+    ms = latency_s[~np.isnan(latency_s)] * 1e3
+    return {f"p{q}": float(np.percentile(ms, q)) for q in QUANTILES}
+
+
+def tune_all(setup: MapSetup, utilisation: float, policies: Sequence[str],
+             run: Callable[[str, dict[str, float]], dict] | None = None) -> dict[str, dict]:
+    """Each policy's chosen knobs at one point, tuned on the tuning trace (in the simulator by default).
+
+    Returns:
+        ``{policy: {"knobs": {...}, "tuning": [rows]}}``.
+    """
+    def sim_run(policy: str, knobs: dict[str, float]) -> dict:
+        result = simulate(setup.sim_config(policy, utilisation, knobs, setup.tune_seed, setup.tune_queries))
+        return {**knobs, **result.summary(), "_latency": result.latency}
+
+    run = run or sim_run
+    equal = run("equal", {})
+    observed = observed_quantiles(equal.pop("_latency"))
+    chosen: dict[str, dict] = {}
+    for policy in policies:
+        rows = [equal] if policy == "equal" else []
+        for knobs in ([] if rows else knob_grid(policy, observed, setup.service.median_s * 1e3)):
+            row = run(policy, knobs)
+            row.pop("_latency", None)
+            rows.append(row)
+        best = choose(rows, setup.max_degraded)
+        knobs = {k: best[k] for k in ("grace_ms", "hedge_ms") if k in best}
+        chosen[policy] = {"knobs": knobs, "tuning": [_brief(r) for r in rows], "observed_ms": observed}
+    return chosen
+
+
+def _brief(row: dict) -> dict:
+    keys = ("grace_ms", "hedge_ms", "p50", "p99", "p99.9", "degraded", "extra_load")
+    return {k: round(float(row[k]), 4) for k in keys if k in row}
+
+
+def sim_map(setup: MapSetup, utilisations: Sequence[float] = UTILISATIONS,
+            policies: Sequence[str] = MAP_POLICIES, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Every (utilisation, policy) cell on the test trace, each policy at its tuned setting."""
+    rows = []
+    for u in utilisations:
+        chosen = tune_all(setup, u, policies)
+        for policy in policies:
+            knobs = chosen[policy]["knobs"]
+            summary = simulate(setup.sim_config(policy, u, knobs, setup.test_seed, setup.test_queries)).summary()
+            clean = simulate(setup.sim_config(policy, u, knobs, setup.test_seed, setup.tune_queries,
+                                              faults=FaultConfig())).summary() if policy in CODED else None
+            rows.append(cell_row(setup, u, policy, chosen[policy], summary, clean))
+            if progress is not None:
+                progress(f"k={setup.k} u={u:.2f} {policy:>11} {knobs}: p99.9 {summary['p99.9']:.2f} ms")
+    return rows
+
+
+def cell_row(setup: MapSetup, utilisation: float, policy: str, chosen: dict, summary: dict,
+             clean: dict | None) -> dict:
+    """One cell of the map as stored in the JSON."""
+    row = {"k": setup.k, "r": setup.r, "n": setup.n, "utilisation": utilisation,
+           "rate": round(setup.rate_hz(utilisation), 3), "policy": policy, "knobs": chosen["knobs"],
+           **{k: v for k, v in summary.items() if not k.startswith("_")}, "tuning": chosen["tuning"]}
+    if clean is not None:
+        row["degraded_no_faults"] = clean["degraded"]
+    return row
+
+
+def best_hedge(rows: Sequence[dict], k: int, u: float) -> dict:
+    """The lower-p99.9 of the tuned hedge policies at (k, u).
+
+    Raises:
+        ValueError: the map has no hedge policy at (k, u).
+    """
+    hedges = [r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] in HEDGES]
+    if not hedges:
+        raise ValueError(f"no tuned hedge at k={k}, utilisation {u}: map 'hedge' or 'hedge-spare' to compare with.")
+    return min(hedges, key=lambda r: r["p99.9"])
+
+
+def has_hedge(rows: Sequence[dict]) -> bool:
+    return any(r["policy"] in HEDGES for r in rows)
+
+
+def crossovers(rows: Sequence[dict], k: int, policy: str = "parm") -> list[float]:
+    """Utilisations where ``policy``'s p99.9 crosses the best tuned hedge's (log-linear interpolation)."""
+    us = sorted({r["utilisation"] for r in rows if r["k"] == k and r["policy"] == policy})
+    if not has_hedge(rows):
+        return []
+    diffs = []
+    for u in us:
+        mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == policy)
+        diffs.append(math.log(mine["p99.9"] / best_hedge(rows, k, u)["p99.9"]))
+    found = []
+    for (u0, d0), (u1, d1) in zip(zip(us, diffs, strict=True), zip(us[1:], diffs[1:], strict=True), strict=False):
+        if d0 == 0 or (d0 < 0) != (d1 < 0) and d1 != 0:
+            found.append(round(u0 if d0 == 0 else u0 + (u1 - u0) * d0 / (d0 - d1), 4))
+    return found
+
+
+def compare_crossovers(real: Sequence[dict], sim: Sequence[dict], points: float = 0.10) -> dict:
+    """Whether every crossover of each run has one in the other within ``points`` of utilisation."""
+    out: dict = {"tolerance_points": points * 100, "cells": [], "pass": True}
+    for k in sorted({r["k"] for r in real}):
+        for policy in CODED:
+            if not any(r["k"] == k and r["policy"] == policy for r in real):
+                continue
+            a, b = crossovers(real, k, policy), crossovers(sim, k, policy)
+            ok = all(any(abs(x - y) <= points + 1e-9 for y in b) for x in a) and \
+                all(any(abs(x - y) <= points + 1e-9 for y in a) for x in b)
+            out["cells"].append({"k": k, "policy": policy, "real": a, "sim": b, "pass": ok})
+            out["pass"] &= ok
+    return out
+
+
+def targets(rows: Sequence[dict]) -> dict:
+    """The issue's targets over a map: the best coded-vs-hedge tail ratio with p50 within 10% of equal."""
+    regimes = []
+    for r in rows:
+        if r["policy"] not in CODED or not has_hedge(rows):
+            continue
+        cell = [x for x in rows if x["k"] == r["k"] and x["utilisation"] == r["utilisation"]]
+        equal = next(x for x in cell if x["policy"] == "equal")
+        hedge = best_hedge(rows, r["k"], r["utilisation"])
+        regimes.append({"k": r["k"], "utilisation": r["utilisation"], "policy": r["policy"],
+                        "p999_vs_best_hedge": round(r["p99.9"] / hedge["p99.9"], 3),
+                        "p50_vs_equal": round(r["p50"] / equal["p50"], 3),
+                        "met": r["p99.9"] <= 0.67 * hedge["p99.9"] and r["p50"] <= 1.1 * equal["p50"]})
+    clean = [r["degraded_no_faults"] for r in rows if "degraded_no_faults" in r]
+    return {"regimes": regimes, "tail_target_met": any(x["met"] for x in regimes),
+            "best_ratio": min((x["p999_vs_best_hedge"] for x in regimes), default=None),
+            "max_degraded_no_faults": max(clean, default=None),
+            "lost": int(sum(r.get("lost", 0) for r in rows))}
+
+
+def setup_to_dict(setup: MapSetup) -> dict:
+    """What :func:`setup_from_dict` needs to rebuild ``setup`` (stored with every real map)."""
+    return {"k": setup.k, "r": setup.r, "n": setup.n, "net_s": setup.net_s, "service": setup.service.to_dict(),
+            "parity_service": None if setup.parity_service is None else setup.parity_service.to_dict(),
+            "faults": {"families": [vars(f) for f in setup.faults.families],
+                       "crash_rate_hz": setup.faults.crash_rate_hz},
+            "restart_s": setup.restart_s, "group_timeout_s": setup.group_timeout_s, "tune_seed": setup.tune_seed,
+            "test_seed": setup.test_seed, "max_degraded": setup.max_degraded}
+
+
+def setup_from_dict(d: dict) -> MapSetup:
+    faults = FaultConfig(families=tuple(FaultFamily(**f) for f in d["faults"]["families"]),
+                         crash_rate_hz=float(d["faults"]["crash_rate_hz"]))
+    parity = d.get("parity_service")
+    return MapSetup(k=int(d["k"]), r=int(d["r"]), n=int(d["n"]), net_s=float(d["net_s"]),
+                    service=ServiceTime.from_dict(d["service"]),
+                    parity_service=None if parity is None else ServiceTime.from_dict(parity), faults=faults,
+                    restart_s=float(d["restart_s"]), group_timeout_s=float(d["group_timeout_s"]),
+                    tune_seed=int(d["tune_seed"]), test_seed=int(d["test_seed"]),
+                    max_degraded=float(d["max_degraded"]))
+
+
+def replay(setup: MapSetup, rows: Sequence[dict]) -> list[dict]:
+    """Simulate every real cell again: same policy, knobs, seed and query count."""
+    out = []
+    for row in rows:
+        config = setup.sim_config(row["policy"], row["utilisation"], row["knobs"], setup.test_seed, row["queries"])
+        chosen = {"knobs": row["knobs"], "tuning": []}
+        out.append(cell_row(setup, row["utilisation"], row["policy"], chosen, simulate(config).summary(), None))
+    return out

@@ -1,0 +1,167 @@
+"""The policy map on real worker processes (local backend), with its simulator replay.
+
+Per k: start N + N*r/k instances of F and N*r/k of F_P (``max_batch`` 1, each batch at least a time drawn
+from the service-time distribution fitted to real forward passes), calibrate the simulator's cost
+per request on a short fault-free ``equal`` run, tune every policy in the simulator on the tuning
+trace (:func:`parm.serving.policy_map.tune_all`), then run each policy at its tuned setting on the real
+workers on the test trace, and replay every real cell in the simulator (same seed: same arrivals,
+fault trace per instance slot and service draws) so that crossovers can be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from parm.serving.faults import FaultConfig, FaultPlan, draw_plan
+from parm.serving.frontend import Frontend, FrontendConfig
+from parm.serving.instance import InstancePool
+from parm.serving.loadgen import RunResult, run_poisson
+from parm.serving.local import LocalBackend, LocalInstance
+from parm.serving.policy_map import CODED, MAP_POLICIES, UTILISATIONS, MapSetup, cell_row, setup_to_dict, tune_all
+from parm.serving.service import ServiceTime
+from parm.serving.sim import simulate
+from parm.serving.worker import WorkerSpec
+
+MODES = {"none": "plain", "equal": "plain", "hedge": "hedge", "hedge-spare": "hedge-spare", "parm": "parm",
+         "parm-hedge": "parm-hedge"}
+
+
+@dataclass(frozen=True)
+class RealPlan:
+    """What the real map runs.
+
+    Args:
+        n: N model instances (``none``, parm policies); the others get N + N*r/k.
+        utilisations: fractions of the Equal-Resources capacity.
+        policies: which of :data:`~parm.serving.policy_map.MAP_POLICIES`.
+        cell_s: seconds of arrivals per real cell (queries = rate * cell_s, at least ``min_queries``).
+        min_queries: fewest queries per real cell.
+        faults: the fault families (one trace per instance slot, shared by every policy).
+        restart_s: the simulator's crash downtime (a real worker restart: spawn, import torch, load).
+        tune_queries: queries per simulated tuning cell.
+        capacity: outstanding requests per instance before dispatch waits.
+    """
+
+    n: int = 4
+    utilisations: tuple[float, ...] = UTILISATIONS
+    policies: tuple[str, ...] = MAP_POLICIES
+    cell_s: float = 3.5
+    min_queries: int = 400
+    faults: FaultConfig = FaultConfig()
+    restart_s: float = 3.0
+    tune_queries: int = 4000
+    capacity: int = 64
+
+
+def pools(instances: Sequence[LocalInstance], n: int, extra: int) -> dict[str, list[LocalInstance]]:
+    """Instances per policy, in fault-slot order (model slots first, then parity slots)."""
+    models = [i for i in instances if i.role == "model"]
+    parities = [i for i in instances if i.role == "parity"]
+    full = models[: n + extra]
+    return {"none": models[:n], "equal": full, "hedge": full, "hedge-spare": full, "parm": models[:n] + parities,
+            "parm-hedge": models[:n] + parities}
+
+
+async def run_cell(backend: LocalBackend, pool: list[LocalInstance], config: FrontendConfig, code: object,
+                   queries: torch.Tensor, rate: float, seed: int, faults: FaultConfig,
+                   capacity: int = 64) -> tuple[RunResult, dict[str, float]]:
+    """One real run: arm each slot's fault trace, send ``queries`` at Poisson ``rate``, disarm, drain."""
+    duration = len(queries) / rate + 10
+    frontend = Frontend(InstancePool(pool, capacity), code, config)  # type: ignore[arg-type]
+    restarts = sum(i.restarts for i in pool)
+    epoch = time.time()
+    for slot, inst in enumerate(pool):
+        inst.set_faults(draw_plan(faults, duration, seed, slot), epoch)
+    result = await run_poisson(frontend, queries, rate, seed)
+    await frontend.close()
+    for inst in backend.instances:
+        inst.set_faults(FaultPlan(), time.time())
+    await asyncio.sleep(0.5)  # let cancelled stragglers drain before the next run
+    s = frontend.stats
+    return result, {"extra_load": s.requests / max(1, s.queries) - 1, "hedged": s.hedged, "resent": s.resent,
+                    "instance_errors": s.instance_errors, "restarts": sum(i.restarts for i in pool) - restarts}
+
+
+class RealMap:
+    """Runs the map for one (F, F_P) pair; ``progress`` receives one line per cell."""
+
+    def __init__(self, base: str, parity: str, plan: RealPlan, service: ServiceTime, parity_service: ServiceTime,
+                 queries: torch.Tensor, labels: np.ndarray, progress: Callable[[str], None] = print) -> None:
+        from parm.artifacts import load_parity
+
+        self.code = load_parity(parity).code
+        self.k, self.r = self.code.spec.k, self.code.spec.r
+        self.plan, self.queries, self.labels, self.progress = plan, queries, labels, progress
+        self.extra = plan.n * self.r // self.k
+        self.setup = MapSetup(k=self.k, r=self.r, n=plan.n, service=service, parity_service=parity_service,
+                              faults=plan.faults, restart_s=plan.restart_s, tune_queries=plan.tune_queries,
+                              test_queries=0)
+        worker = {"max_batch": 1, "service": service}
+        specs = [WorkerSpec(f"model-{i}", base, **worker) for i in range(plan.n + self.extra)]  # type: ignore[arg-type]
+        specs += [WorkerSpec(f"parity-{i}", parity, parity_index=i % self.r, max_batch=1, service=parity_service)
+                  for i in range(self.extra)]
+        self.backend = LocalBackend(specs)
+
+    async def run(self) -> dict:
+        await self.backend.start()
+        try:
+            await self._calibrate()
+            real, sim = [], []
+            for u in self.plan.utilisations:
+                chosen = tune_all(self.setup, u, self.plan.policies)
+                for policy in self.plan.policies:
+                    a, b = await self._cell(u, policy, chosen[policy])
+                    real.append(a)
+                    sim.append(b)
+        finally:
+            await self.backend.stop()
+        return {"k": self.k, "r": self.r, "n": self.plan.n, "net_ms": self.setup.net_s * 1e3,
+                "setup": setup_to_dict(self.setup), "real": real, "sim": sim}
+
+    async def _calibrate(self) -> None:
+        """Cost per request = real fault-free ``equal`` median minus the simulator's at zero cost."""
+        u = min(self.plan.utilisations)
+        count = min(len(self.queries), 300)
+        config = FrontendConfig(policy="plain")
+        pool = pools(self.backend.instances, self.plan.n, self.extra)["equal"]
+        for _ in range(2):  # the first run warms the workers up (first passes, page faults) and is discarded
+            result, _ = await run_cell(self.backend, pool, config, self.code, self.queries[:count],
+                                       self.setup.rate_hz(u), self.setup.tune_seed, FaultConfig(), self.plan.capacity)
+        zero = replace(self.setup, net_s=0.0)
+        sim = simulate(zero.sim_config("equal", u, {}, self.setup.tune_seed, count, faults=FaultConfig())).summary()
+        net = max(0.0, (result.summary()["p50"] - sim["p50"]) / 1e3)
+        self.setup = replace(self.setup, net_s=net)
+        self.progress(f"k={self.k}: cost per request calibrated at {net * 1e3:.3f} ms")
+
+    async def _cell(self, u: float, policy: str, chosen: dict) -> tuple[dict, dict]:
+        knobs = chosen["knobs"]
+        rate = self.setup.rate_hz(u)
+        count = int(min(len(self.queries), max(self.plan.min_queries, rate * self.plan.cell_s)))
+        config = FrontendConfig(policy=MODES[policy], decode_grace_s=knobs.get("grace_ms", 0.0) / 1e3,  # type: ignore[arg-type]
+                                hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
+                                group_timeout_s=self.setup.group_timeout_s)
+        pool = pools(self.backend.instances, self.plan.n, self.extra)[policy]
+        seed = self.setup.test_seed
+        result, counts = await run_cell(self.backend, pool, config, self.code, self.queries[:count], rate, seed,
+                                        self.plan.faults, self.plan.capacity)
+        summary: dict[str, float | None] = {**result.summary(self.labels[:count]), **counts, "queries": count}
+        ok = ~np.isnan(result.latency) & result.degraded
+        summary["degraded_accuracy"] = (float((result.outputs[ok].argmax(axis=1) == self.labels[:count][ok]).mean())
+                                        if ok.any() else None)
+        clean = None
+        if policy in CODED:
+            short = self.queries[: max(self.plan.min_queries, count // 2)]
+            res, _ = await run_cell(self.backend, pool, config, self.code, short, rate, seed, FaultConfig(),
+                                    self.plan.capacity)
+            clean = res.summary()
+        sim_summary = simulate(self.setup.sim_config(policy, u, knobs, seed, count)).summary()
+        self.progress(f"k={self.k} u={u:.2f} {policy:>11} {knobs}: real p99.9 {summary['p99.9']:.2f} ms, "
+                      f"sim {sim_summary['p99.9']:.2f} ms, lost {summary['lost']}")
+        return (cell_row(self.setup, u, policy, chosen, summary, clean),
+                cell_row(self.setup, u, policy, chosen, {**sim_summary, "queries": count}, None))

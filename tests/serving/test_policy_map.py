@@ -1,0 +1,175 @@
+"""The policy map: fault families, fitted service times, hybrids, fair tuning, crossovers, the page."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parm.serving.faults import PAPER_FAMILIES, PAUSED, FaultConfig, FaultFamily, FaultPlan, draw_plan
+from parm.serving.policy_map import (
+    MapSetup,
+    choose,
+    compare_crossovers,
+    crossovers,
+    knob_grid,
+    replay,
+    setup_from_dict,
+    setup_to_dict,
+    sim_map,
+    targets,
+)
+from parm.serving.policy_report import fact, write_page
+from parm.serving.service import ServiceTime
+from parm.serving.sim import SimConfig, simulate
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+SERVICE = ServiceTime(0.005, floor=0.8, mu=math.log(0.2), sigma=0.4)
+PAPER = FaultConfig(families=PAPER_FAMILIES, crash_rate_hz=0.05)
+
+
+def test_fault_families_draw_disjoint_seeded_traces_with_pauses() -> None:
+    plan = draw_plan(PAPER, 200.0, seed=4, slot=2)
+    assert plan == draw_plan(PAPER, 200.0, seed=4, slot=2) != draw_plan(PAPER, 200.0, seed=4, slot=3)
+    starts = [p[0] for p in plan.slow]
+    assert starts == sorted(starts) and all(a[1] <= b[0] for a, b in zip(plan.slow, plan.slow[1:], strict=False))
+    pauses = [p for p in plan.slow if p[2] == PAUSED]
+    slows = [p for p in plan.slow if p[2] != PAUSED]
+    assert pauses and slows and plan.crashes
+    start, end, _ = pauses[0]
+    assert plan.batch_time((start + end) / 2, 0.005) == pytest.approx(end - (start + end) / 2 + 0.005)
+    s, e, f = slows[0]
+    assert plan.batch_time((s + e) / 2, 0.005) == pytest.approx(0.005 * f)
+    assert FaultPlan.from_dict(plan.to_dict()) == plan
+    with pytest.raises(ValueError, match="share must be in"):
+        FaultFamily("x", share=1.5, mean_s=0.1)
+    with pytest.raises(ValueError, match="min_factor must be >= 1"):
+        FaultFamily("x", share=0.1, mean_s=0.1, min_factor=0.5)
+
+
+def test_service_time_fit_recovers_a_shifted_lognormal() -> None:
+    rng = np.random.default_rng(0)
+    samples = {1: SERVICE.draw(rng, 20000), 4: SERVICE.draw(rng, 20000) * 1.3}
+    fit = ServiceTime.fit(samples)
+    assert fit.median_s == pytest.approx(0.005 * (0.8 + 0.2), rel=0.02)
+    assert fit.per_item_s == pytest.approx(0.3 * 0.005 / 3, rel=0.1)
+    for q in (0.5, 0.9, 0.99):
+        assert fit.quantile_s(q) == pytest.approx(np.quantile(samples[1], q), rel=0.05)
+    assert fit.scaled(0.02).quantile_s(0.9) / fit.quantile_s(0.9) == pytest.approx(0.02 / fit.median_s)
+    assert ServiceTime.from_dict(fit.to_dict()) == fit
+    with pytest.raises(ValueError, match=">= 20 samples of batch size 1"):
+        ServiceTime.fit({2: np.ones(50)})
+
+
+def test_simulated_crashes_lose_no_query_in_any_policy() -> None:
+    for policy in ("none", "equal", "hedge", "hedge-spare", "parm", "parm-hedge"):
+        config = SimConfig(policy=policy, n=4, rate_hz=300, queries=3000, service=SERVICE, max_batch=1,
+                           faults=FaultConfig(families=PAPER_FAMILIES, crash_rate_hz=0.5), restart_s=0.5,
+                           hedge_delay_s=0.01)
+        summary = simulate(config).summary()
+        assert summary["lost"] == 0, policy
+
+
+def test_hybrids_send_what_they_promise() -> None:
+    def extra(policy: str, rate: float) -> float:
+        config = SimConfig(policy=policy, n=8, rate_hz=rate, queries=6000, service=SERVICE, max_batch=1,
+                           faults=FaultConfig(families=PAPER_FAMILIES), hedge_delay_s=0.008)
+        return simulate(config).summary()["extra_load"]
+
+    parm, both, hedge = extra("parm", 600), extra("parm-hedge", 600), extra("hedge", 600)
+    assert parm == pytest.approx(0.5, abs=0.01)  # one parity per two queries, nothing else
+    assert 0 < both - parm < hedge  # only members whose group cannot be decoded are backed up
+    busy_hedge, busy_spare = extra("hedge", 1700), extra("hedge-spare", 1700)
+    assert 0 < busy_spare < 0.8 * busy_hedge  # no backup when no instance is idle
+
+
+def test_knob_grids_sweep_quantiles_and_fixed_values() -> None:
+    observed = {"p50": 5.5, "p90": 7.0, "p95": 9.0, "p99": 30.0}
+    hedges = {g["hedge_ms"] for g in knob_grid("hedge", observed, 5.0)}
+    assert {5.5, 7.0, 9.0, 30.0, 2.5, 5.0, 10.0, 20.0} <= hedges
+    assert [g["grace_ms"] for g in knob_grid("parm", observed, 5.0)] == [0.0, 0.5, 1.25, 2.5, 5.0, 10.0]
+    both = knob_grid("parm-hedge", observed, 5.0)
+    assert len({g["grace_ms"] for g in both}) > 1 and len({g["hedge_ms"] for g in both}) > 1
+    assert knob_grid("equal", observed, 5.0) == [{}]
+    with pytest.raises(ValueError, match="unknown policy 'magic'"):
+        knob_grid("magic", observed, 5.0)
+
+
+def test_choose_takes_the_best_tail_within_the_degraded_budget() -> None:
+    rows = [{"p99.9": 10.0, "p50": 5.0, "degraded": 0.2}, {"p99.9": 12.0, "p50": 5.0, "degraded": 0.01},
+            {"p99.9": 15.0, "p50": 5.0, "degraded": 0.0}]
+    assert choose(rows, 0.05)["p99.9"] == 12.0
+    assert choose(rows, 0.5)["p99.9"] == 10.0
+    assert choose(rows[:1], 0.05)["degraded"] == 0.2  # nothing within budget: the least degraded
+
+
+def _rows(tails: dict[str, list[float]], us=(0.1, 0.5, 0.9), k: int = 2) -> list[dict]:
+    return [{"k": k, "utilisation": u, "policy": p, "p99.9": t[i], "p50": 5.0, "lost": 0}
+            for p, t in tails.items() for i, u in enumerate(us)]
+
+
+def test_crossovers_are_interpolated_and_compared_within_ten_points() -> None:
+    real = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 10 * math.e ** 0.5, 40],
+                  "equal": [50, 50, 50]})
+    # log(parm/hedge) goes -0.69 -> +0.5 between 0.1 and 0.5: the crossing is at 0.1 + 0.4 * 0.69 / 1.19.
+    (u,) = crossovers(real, 2, "parm")
+    assert u == pytest.approx(0.1 + 0.4 * math.log(2) / (math.log(2) + 0.5), abs=1e-3)
+    near = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 12, 40], "equal": [50] * 3})
+    far = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 6, 40], "equal": [50] * 3})
+    assert compare_crossovers(real, near)["pass"]
+    assert not compare_crossovers(real, far)["pass"]
+    t = targets(real)
+    assert t["tail_target_met"] and t["best_ratio"] == 0.5 and t["lost"] == 0
+
+
+def test_every_policy_is_tuned_on_the_tuning_trace_and_reported_on_the_test_trace() -> None:
+    setup = MapSetup(k=2, n=4, service=SERVICE, faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=800,
+                     test_queries=800)
+    rows = sim_map(setup, utilisations=(0.3,), policies=("equal", "hedge", "parm"))
+    by = {r["policy"]: r for r in rows}
+    assert len(by["hedge"]["tuning"]) >= 8 and len(by["parm"]["tuning"]) == 6
+    tuned = by["hedge"]["knobs"]["hedge_ms"]
+    best = min(by["hedge"]["tuning"], key=lambda t: t["p99.9"])
+    assert tuned == best["hedge_ms"]
+    # The reported cell is the test trace: re-simulating the tuned knob on the test seed reproduces it.
+    test = simulate(setup.sim_config("hedge", 0.3, {"hedge_ms": tuned}, setup.test_seed, 800)).summary()
+    assert by["hedge"]["p99.9"] == test["p99.9"] != best["p99.9"]
+    assert "degraded_no_faults" in by["parm"]
+    again = replay(setup_from_dict(setup_to_dict(setup)), [{**r, "queries": 800} for r in rows])
+    assert [r["p99.9"] for r in again] == [r["p99.9"] for r in rows]
+
+
+def _sim_file(path: Path) -> dict:
+    setup = MapSetup(k=2, n=4, service=SERVICE, faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=400,
+                     test_queries=400)
+    rows = sim_map(setup, utilisations=(0.2, 0.6), policies=("equal", "hedge", "hedge-spare", "parm"))
+    data = {"kind": "sim", "command": "python scripts/policy_map.py --sim", "date": "2026-12-02", "loadavg": [1.0, 1.1],
+            "service": {"model": SERVICE.to_dict()}, "faults": {"families": [vars(f) for f in PAPER_FAMILIES],
+                                                                "crash_rate_hz": 0.0},
+            "maps": [{"k": 2, "rows": rows}], "net_ms": 0.5, "test_queries": 400, "wall_s": 3.0}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_the_page_and_its_facts_render_from_the_json(tmp_path: Path) -> None:
+    data = _sim_file(tmp_path / "policy_map_sim.json")
+    page = write_page(tmp_path).read_text()
+    assert "<!-- render: policy_map_sim policy_map_sim.json -->" in page and "### k = 2, simulated" in page
+    hedge = next(r for r in data["maps"][0]["rows"] if r["policy"] == "hedge" and r["utilisation"] == 0.6)
+    assert "| 60.0% |" in page and f"{hedge['p99.9']:.2f}" in page
+    assert fact(data, ["cell", "2", "0.6", "hedge", "p99.9"]) == f"{hedge['p99.9']:.2f}"
+    with pytest.raises(ValueError, match="unknown fact"):
+        fact(data, ["nonsense"])
+    (tmp_path / "policy_map.md").write_text(page.replace(f"{hedge['p99.9']:.2f}", "1.00"))
+    assert write_page(tmp_path).read_text() == page  # a typed-in figure does not survive a re-render
+
+
+def test_the_committed_policy_map_is_a_rendered_page() -> None:
+    from parm.results import pages
+
+    if not (RESULTS / "policy_map.md").is_file():
+        pytest.skip("no committed policy map yet")
+    assert RESULTS / "policy_map.md" in pages()  # so tests/test_results.py re-renders it from its JSON
