@@ -1,7 +1,7 @@
 """The policy map: p99.9 of none / equal / hedge / hedge-spare / parm / parm-hedge across utilisation.
 
     python scripts/policy_map.py --sim                                         # simulator, 1,000 instances
-    python scripts/policy_map.py --real                                        # real workers, <= 10 min quiet
+    python scripts/policy_map.py --real                                        # real workers (wall time in the JSON)
     python scripts/policy_map.py --real --base B2 B4 --parity P2 P4           # given checkpoints, one pair per k
     python -m parm.results                                                     # re-render pages from their JSON
 
