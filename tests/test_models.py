@@ -19,7 +19,7 @@ from parm.models import (
     load_state_dict_checked,
     save_model,
 )
-from parm.models.checkpoint import FORMAT
+from parm.models.model_files import FORMAT
 
 torch.set_num_threads(1)
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from parm.coding import Code, CodeSpec, build_code
-from parm.models.checkpoint import build_from_spec, load_model, load_state_dict_checked, read_checkpoint, save_model
+from parm.models.checkpoint import build_from_spec, load_model, load_state_dict_checked, save_model
+from parm.models.model_files import read_checkpoint
 
 FORMAT = "parm.parity/1"
 # The parity-model spec of the Learning-a-Code mode: "F answers the parity queries", no network of its own.

@@ -14,15 +14,10 @@ straight from its config and a model server can rebuild the network with :func:`
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import inspect
 import os
-import pickle
-import re
-import struct
 import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,19 +28,21 @@ from torch import nn
 from parm.models.deployed import DeployedModel, SerializedModel
 from parm.models.lenet import LeNet5
 from parm.models.mlp import MLP
+from parm.models.model_files import (
+    FORMAT,
+    LIGHTNING_PREFIX,
+    first_items,
+    load_program,
+    program_format,
+    read_record,
+    to_builtin,
+)
 from parm.models.resnet import ResNet18
 from parm.models.vgg import VGG11
 
-FORMAT = "parm.model/1"
-LIGHTNING_PREFIX = "model."
 BUILTIN_TARGETS = tuple(f"{c.__module__}.{c.__qualname__}" for c in (MLP, LeNet5, ResNet18, VGG11))
 # Hydra keys that only steer instantiate() and mean nothing to a plain constructor call.
 _HYDRA_NOOP_KEYS = frozenset({"_target_", "_recursive_", "_convert_"})
-# What torch.load raises on bytes that are not a (complete) torch file.
-_CORRUPT_ERRORS = (
-    RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError, struct.error,
-    zipfile.BadZipFile,
-)  # fmt: skip
 
 
 def save_model(
@@ -70,7 +67,7 @@ def save_model(
         TypeError: ``spec``/``meta`` hold values that are not builtins, or ``model`` is not of the spec's class.
         ValueError: ``spec`` has no usable ``_target_``.
     """
-    spec = _to_builtin(spec, "spec")
+    spec = to_builtin(spec, "spec")
     if not isinstance(spec, dict):
         raise TypeError(f"save_model needs spec as a mapping with a '_target_' key, got {type(spec).__name__}.")
     cls = resolve_target(spec.get("_target_"))
@@ -79,7 +76,7 @@ def save_model(
             f"save_model got a {type(model).__qualname__} but spec['_target_'] is {spec['_target_']!r}; "
             f"pass the spec that built this model."
         )
-    record = {"format": FORMAT, "spec": spec, "state_dict": model.state_dict(), "meta": _to_builtin(meta, "meta")}
+    record = {"format": FORMAT, "spec": spec, "state_dict": model.state_dict(), "meta": to_builtin(meta, "meta")}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -174,31 +171,7 @@ def load_model(
     program = program_format(path)
     if program is not None:
         return load_program(path, program), {"format": program, "spec": None, "meta": None}
-    payload = read_checkpoint(path, map_location)
-    if "format" in payload:
-        header, state_dict = _parm_record(path, payload)
-    elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        if expected_spec is None:
-            raise ValueError(
-                f"Checkpoint {path} is a plain state_dict ({len(payload)} tensors), which does not record the "
-                f"architecture; pass expected_spec (in train.py: model._target_=your_pkg.YourNet plus its "
-                f"constructor arguments) to load it."
-            )
-        header = {"format": "state_dict", "spec": _to_builtin(expected_spec, "expected_spec"), "meta": None}
-        state_dict = dict(payload)
-    elif "state_dict" in payload:
-        if expected_spec is None:
-            raise ValueError(
-                f"Checkpoint {path} is a Lightning checkpoint, which does not record the architecture; "
-                f"pass expected_spec (the model config node) to load it, or re-export it with save_model."
-            )
-        header, state_dict = _lightning_record(path, payload, expected_spec, state_dict_prefix)
-    else:
-        raise ValueError(
-            f"Checkpoint {path} holds a dict with keys {sorted(map(str, payload))[:8]}: not a parm model file "
-            f"('format'), a Lightning checkpoint ('state_dict') or a plain state_dict (tensors only). Save the "
-            f"network's model.state_dict(), a TorchScript file (torch.jit.save) or a torch.export program."
-        )
+    header, state_dict = read_record(path, expected_spec, map_location, state_dict_prefix)
     try:
         model = build_from_spec(header["spec"])
     except (ValueError, TypeError) as e:
@@ -218,34 +191,6 @@ def network_spec(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     if target == f"{SerializedModel.__module__}.SerializedModel":
         return None
     return dict(spec)
-
-
-def program_format(path: Path) -> str | None:
-    """``"torchscript"`` or ``"export"`` when ``path`` is such an archive, else None (read by its zip entries)."""
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
-        return "export"
-    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-        return "torchscript"
-    return None
-
-
-def load_program(path: Path, program: str) -> SerializedModel:
-    """A TorchScript file or ``torch.export`` program as a :class:`SerializedModel`, checked by loading it once."""
-    data = path.read_bytes()
-    model = SerializedModel(program, len(data), data)
-    try:
-        model._module()
-    except Exception as e:  # a foreign archive fails in many torch-internal ways; the cause is kept
-        raise ValueError(f"Checkpoint {path} looks like a {program} archive but does not load: "
-                         f"{type(e).__name__}: {str(e)[:200]}") from e
-    return model
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
@@ -268,7 +213,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], sou
         if k in state_dict and (not isinstance(state_dict[k], torch.Tensor) or state_dict[k].shape != v.shape)
     ]
     problems = [
-        f"{label} {_first(items)}"
+        f"{label} {first_items(items)}"
         for label, items in (("shape mismatch", mismatched), ("missing keys", missing), ("unexpected keys", unexpected))
         if items
     ]
@@ -281,66 +226,6 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], sou
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{source} could not be loaded into {type(model).__qualname__}: {e}") from e
-
-
-def read_checkpoint(path: Path, map_location: str | torch.device) -> Mapping[str, Any]:
-    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
-    if not path.exists():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist. Check the path or train the model first.")
-    if not path.is_file():
-        raise ValueError(f"Checkpoint {path} is not a file.")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused is None:
-            raise _corrupt(path, e) from e
-        raise ValueError(
-            f"Checkpoint {path} holds Python objects ({refused.group(1)}) that torch.load(weights_only=True) "
-            f"refuses to unpickle, so it was not loaded. Lightning checkpoints do this when save_hyperparameters() "
-            f"stores non-builtin values such as a Hydra DictConfig: save plain builtins (OmegaConf.to_container) "
-            f"or re-export the weights with parm.models.checkpoint.save_model."
-        ) from e
-    except _CORRUPT_ERRORS as e:
-        raise _corrupt(path, e) from e
-    except OSError as e:
-        # torch's zip reader reports some truncations as EINVAL; other OS errors (permissions) are real.
-        if e.errno not in (None, errno.EINVAL):
-            raise
-        raise _corrupt(path, e) from e
-    if not isinstance(payload, Mapping):
-        raise _corrupt(path, f"it holds a {type(payload).__name__}, not a dict")
-    return payload
-
-
-def _parm_record(path: Path, payload: Mapping[str, Any]) -> tuple[dict[str, Any], Mapping[str, Any]]:
-    """Split a parm model file into its header and state_dict, checking the format key."""
-    if payload["format"] != FORMAT:
-        raise ValueError(
-            f"Checkpoint {path} has format {payload['format']!r}, but this parm reads {FORMAT!r}. "
-            f"Re-export it with parm.models.checkpoint.save_model from a matching parm version."
-        )
-    spec, state_dict = payload.get("spec"), payload.get("state_dict")
-    if not isinstance(spec, Mapping) or not isinstance(state_dict, Mapping):
-        raise _corrupt(path, "its 'spec' or 'state_dict' entry is missing or not a dict")
-    return {"format": FORMAT, "spec": dict(spec), "meta": payload.get("meta")}, state_dict
-
-
-def _lightning_record(
-    path: Path, payload: Mapping[str, Any], expected_spec: Mapping[str, Any], prefix: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's weights inside a Lightning checkpoint, prefix stripped, with a header built from the config."""
-    full = payload["state_dict"]
-    if not isinstance(full, Mapping):
-        raise _corrupt(path, "its 'state_dict' entry is not a dict")
-    state_dict = {k[len(prefix) :]: v for k, v in full.items() if isinstance(k, str) and k.startswith(prefix)}
-    if not state_dict:
-        raise ValueError(
-            f"Checkpoint {path} is a Lightning checkpoint but none of its state_dict keys start with {prefix!r} "
-            f"(first keys: {_first(list(full))}). Pass state_dict_prefix= the attribute holding the model."
-        )
-    meta = {k: payload[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in payload}
-    return {"format": "lightning", "spec": _to_builtin(expected_spec, "expected_spec"), "meta": meta}, state_dict
 
 
 def _check_same_architecture(path: Path, file_spec: Mapping[str, Any], expected_spec: Mapping[str, Any]) -> None:
@@ -392,31 +277,3 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _to_builtin(value: Any, where: str) -> Any:
-    """Mappings → dicts and sequences → lists (OmegaConf nodes included), refusing anything else non-builtin."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _to_builtin(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, Sequence):
-        return [_to_builtin(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(
-        f"{where} is a {type(value).__name__}; model files hold only builtins (dict, list, str, int, float, bool, "
-        f"None) so that they load with weights_only=True. Convert it first."
-    )
-
-
-def _corrupt(path: Path, cause: object) -> ValueError:
-    if isinstance(cause, EOFError):
-        text = "the file ends early (empty or truncated)"
-    elif isinstance(cause, BaseException):
-        text = f"{type(cause).__name__}: {cause}"
-    else:
-        text = str(cause)
-    first_line = text.strip().splitlines()[0][:200] if text.strip() else type(cause).__name__
-    return ValueError(f"Checkpoint {path} is corrupted or not a parm model file: {first_line}")
-
-
-def _first(items: Sequence[str], n: int = 5) -> str:
-    shown = ", ".join(map(str, items[:n]))
-    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"

@@ -17,7 +17,8 @@ from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
 from parm.lit.speed import FastPath, compile_mode
-from parm.models.checkpoint import build_from_spec, read_checkpoint
+from parm.models.checkpoint import build_from_spec
+from parm.models.model_files import read_checkpoint
 from parm.pipeline.base import load_or_train_base
 from parm.pipeline.checks import check_resume, run_identity
 from parm.pipeline.config import num_outputs, resolve_task, scaled_lr
