@@ -79,7 +79,13 @@ class LearnedEncoder(Encoder):
                 raise ValueError(f"learned encoder init={init!r} must be a linear encoder whose parity has the "
                                  f"query's shape {self.input_shape}; got {self.base.parity_shape}.")
         self.net: nn.Sequential = self._conv(hidden) if arch == "conv" else self._mlp(hidden)
+        self.hand_made_only = False  # not saved: a training-time switch (see the module docstring)
         self.reset_parameters()
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """The ``init`` code's tile grid (concat), so a tile-wise F_P can be checked against it; else None."""
+        return getattr(self.base, "grid", None)
 
     def reset_parameters(self) -> None:
         """Fresh weights; the correction starts at zero again when the encoder has an ``init`` code."""
@@ -113,6 +119,8 @@ class LearnedEncoder(Encoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, k, *S)`` -> ``(B, r, *S)``."""
         batch = x.shape[0]
+        if self.base is not None and self.hand_made_only:
+            return self.base.encode(x)
         if self.arch == "conv":
             _, height, width = self.input_shape
             out = self.net(x.reshape(batch, -1, height, width))
@@ -162,6 +170,7 @@ class LearnedDecoder(Decoder):
             nn.Linear(size + spec.n, hidden * size), nn.ReLU(), nn.Linear(hidden * size, hidden * size), nn.ReLU(),
             nn.Linear(hidden * size, spec.k * self.output_dim),
         )
+        self.hand_made_only = False  # not saved: a training-time switch (see the module docstring)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -173,6 +182,8 @@ class LearnedDecoder(Decoder):
             _zero_last(self.net)
 
     def decode(self, outputs: torch.Tensor, parities: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        if self.subtract is not None and self.hand_made_only:
+            return self.subtract.decode(outputs, parities, available)
         batch = outputs.shape[0]
         features = torch.cat(
             [outputs.reshape(batch, -1), parities.reshape(batch, -1), available.to(outputs.dtype)], dim=1

@@ -12,6 +12,7 @@ from torch import nn
 
 from parm.coding import Code, erasure_patterns, sample_erasures
 from parm.evaluation import score_erasures
+from parm.lit.coder_schedule import CoderSchedule, param_groups, scale_coder_lr, set_hand_made
 from parm.lit.progress import LogSteps
 from parm.lit.speed import CompiledCalls, FastPath, TargetCache
 from parm.tasks import StageMetrics, Task, get_task
@@ -43,6 +44,9 @@ class ParityModule(LogSteps, pl.LightningModule):
             is larger); None scores all.
         fast: how F and F_P run (:class:`~parm.lit.speed.FastPath`: compile, channels-last, target
             cache); default: eager, cached targets. None of it changes what is computed.
+        coder: how a trainable code trains (:class:`~parm.lit.coder_schedule.CoderSchedule`): a warm-up
+            share of the epochs frozen at its hand-made start, then its own lr scale; default: joint
+            training from the first step at the optimizer's lr.
 
     Speed: the training step makes no host synchronisation once targets are cached, and the loss is
     logged (and checked for NaN/inf) every ``trainer.log_every_n_steps`` steps rather than every step.
@@ -58,7 +62,7 @@ class ParityModule(LogSteps, pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable[..., Any] | None = None,
                  loss: str = "mse", task: str | Task = "classification", default_answer: Any = None,
                  fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.5), max_eval_patterns: int | None = 64,
-                 fast: FastPath | None = None) -> None:
+                 fast: FastPath | None = None, coder: CoderSchedule | None = None) -> None:
         super().__init__()
         self.task = get_task(task)
         self.task.check_parity_loss(loss)
@@ -68,6 +72,8 @@ class ParityModule(LogSteps, pl.LightningModule):
         self.parity_models = nn.ModuleList(parity_models)
         self.code = code
         self.spec = code.spec
+        self.coder = coder or CoderSchedule()
+        self.coder_params = [p for p in code.parameters() if p.requires_grad]  # the code's own param group
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.loss_name = loss
@@ -104,6 +110,16 @@ class ParityModule(LogSteps, pl.LightningModule):
         super().train(mode)
         self.base_model.eval()  # F is deployed as is: its BatchNorm statistics never move.
         return self
+
+    def on_train_epoch_start(self) -> None:
+        """Freeze the coder at its hand-made start during the warm-up epochs, train it afterwards."""
+        warmup = self.current_epoch < self.coder.warmup_epochs(self.trainer.max_epochs)
+        for p in self.coder_params:
+            p.requires_grad_(not warmup)
+        set_hand_made(self.code, warmup)
+
+    def on_train_end(self) -> None:
+        set_hand_made(self.code, False)  # evaluation, export and serving run the whole learned code
 
     # --- forward pieces -------------------------------------------------------------------
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,8 +221,12 @@ class ParityModule(LogSteps, pl.LightningModule):
         self._log_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        # Every parameter that may train (the coder's are frozen only while an epoch runs): F_P's first,
+        # then the code's in its own group at coder.lr_scale x the optimizer's lr.
+        coder_ids = {id(p) for p in self.coder_params}
+        trainable = [p for p in self.parameters() if p.requires_grad or id(p) in coder_ids]
+        optimizer = self.optimizer_factory(param_groups(trainable, self.coder_params))
+        scale_coder_lr(optimizer, self.coder_params, self.coder.lr_scale)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}

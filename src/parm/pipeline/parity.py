@@ -16,6 +16,7 @@ from parm.artifacts import base_as_parity, code_record, save_parity, uses_base
 from parm.coding import Code, CodeSpec, build_code
 from parm.data.base import TensorDataModule
 from parm.lit import ParityModule
+from parm.lit.coder_schedule import CoderSchedule
 from parm.lit.speed import FastPath, compile_mode
 from parm.models.checkpoint import build_from_spec
 from parm.models.model_files import read_checkpoint
@@ -80,6 +81,8 @@ def build_parity(cfg: DictConfig, datamodule: TensorDataModule, model_spec: dict
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None, loss=cfg.parity.loss, task=task,
         default_answer=task.default_answer(datamodule.split("train")[1]),
         fractions=tuple(cfg.parity.fractions), max_eval_patterns=cfg.parity.max_eval_patterns, fast=fast,
+        coder=CoderSchedule(warmup=float(OmegaConf.select(cfg, "parity.coder_warmup", default=0.0)),
+                            lr_scale=float(OmegaConf.select(cfg, "parity.coder_lr_scale", default=1.0))),
     )
     module.run_identity = run_identity(code.names, code.spec, base_model, parity_spec)
     return ParityParts(module, base_path, parity_models, parity_spec, code, code_kwargs,
