@@ -21,7 +21,8 @@ K, SHAPE, CLASSES = 2, (6,), (3,)
 def _module(schedule: CoderSchedule) -> ParityModule:
     torch.manual_seed(0)
     code = build_code("learned", "learned", CodeSpec(K), SHAPE, CLASSES, {"init": "sum"}, {"init": "auto"})
-    return ParityModule(nn.Linear(6, 3), [nn.Linear(6, 3)], code, optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
+    optimizer = functools.partial(torch.optim.Adam, lr=1e-2)
+    return ParityModule(nn.Linear(6, 3), [nn.Linear(6, 3)], code, optimizer=optimizer,
                         fast=FastPath(cache_targets=False), coder=schedule)
 
 
