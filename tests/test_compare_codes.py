@@ -193,3 +193,17 @@ def test_learned_and_lac_methods_select_their_whole_code_config() -> None:
 
     assert code_overrides("learned") == ["code=learned"] and code_overrides("lac") == ["code=lac"]
     assert code_overrides("concat") == ["encoder=concat", "decoder=subtraction"]
+
+
+def test_records_say_which_settings_a_whole_code_was_trained_with() -> None:
+    import argparse
+
+    from parm.bench.codes import code_settings
+
+    args = argparse.Namespace(data="mnist", data_dir="data", override=[])
+    assert code_settings(args, "learned") == {"coder_warmup": 0.5, "coder_lr_scale": 0.1,
+                                              "parity_model": "parm.models.tiled.TiledParity"}
+    assert code_settings(args, "lac")["parity_model"] == "F itself"  # type: ignore[index]
+    args.override = ["parity.coder_warmup=0"]
+    assert code_settings(args, "learned:mlp")["coder_warmup"] == 0.0  # type: ignore[index]
+    assert code_settings(args, "concat:tiled") is None

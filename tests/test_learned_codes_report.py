@@ -19,6 +19,27 @@ def test_committed_page_is_rendered_from_the_committed_json() -> None:
     assert (RESULTS / "learned_codes.md").read_text() == render(RESULTS)
 
 
+def test_learned_targets_are_checked_from_the_records_with_the_warmup(tmp_path: Path) -> None:
+    tiled = "parm.models.tiled.TiledParity"
+    settings = {"learned": {"coder_warmup": 0.5, "coder_lr_scale": 0.1, "parity_model": tiled}}
+    now = _record("mnist", 3, [("parm-sum", 2, 0.85), ("parm-learned", 2, 0.84), ("parm-concat", 4, 0.50),
+                               ("parm-learned", 4, 0.88)])
+    k8 = _record("mnist", 10, [("parm-sum", 8, 0.45), ("parm-concat-tiled", 8, 0.72), ("parm-learned", 8, 0.70)])
+    for stem, record in (("codes_mnist_learned_warmup_e3", now), ("codes_mnist_learned_k8_e10", k8)):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({**record, "code_settings": settings}))
+    page = render(tmp_path)
+    assert "Learned code: `code=learned` with the coder frozen at its hand-made start for the first 0.5 of the " \
+           "epochs, then at 0.1 x F_P's lr; F_P `parm.models.tiled.TiledParity`." in page
+    assert "- k = 2: learned >= sum: **missed**" in page and "- k = 4: learned >= concat: **met**" in page
+    assert "### MNIST, every parity model trained 10 epochs" in page
+    assert "- k = 8: best learned >= 0.526: **met**" in page
+    (tmp_path / "codes_mnist_learned_k8_e10.json").write_text(
+        json.dumps({**k8, "code_settings": settings, "results": k8["results"][:2] + [
+            {"method": "parm-learned", "k": 8, "available_acc": 0.98, "degraded_acc": 0.5}]}))
+    assert "- k = 8: best learned >= 0.526: **missed**" in render(tmp_path)
+    assert "Fashion-MNIST, `codes_fashion_mnist_learned_warmup_e3.json`: not measured." in page
+
+
 def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     learned = _record("mnist", 5, [("parm-sum", 2, 0.90), ("parm-learned", 2, 0.95), ("parm-concat", 4, 0.70),
                                    ("parm-learned", 4, 0.60), ("parm-learned", 8, 0.40),
@@ -33,9 +54,10 @@ def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     (tmp_path / "accuracy.json").write_text(json.dumps(reproduced))
     page = render(tmp_path)
     assert "- mnist mlp k=2 concat: A_a 0.9770, A_d 0.9660, gap 1.1 points (within 3: **met**); 20 epochs" in page
-    assert "- k = 2: learned >= sum: **met**" in page
-    assert "- k = 4: learned >= concat: **missed**" in page
-    assert "- k = 8: best learned >= 0.526: **met**" in page
+    assert "- k = 2: learned >= sum (earlier defaults): **met**" in page
+    assert "- k = 4: learned >= concat (earlier defaults): **missed**" in page
+    assert "- k = 8: best learned >= 0.526 (earlier defaults): **met**" in page
+    assert "MNIST, `codes_mnist_learned_k8_e10.json`: not measured." in page
     assert "- k = 2: A_d >= 0.9: **missed**" in page
     assert "best: parm-concat-tiled, A_a - A_d = 4.5 points; A_d >= 0.845: **met**" in page
     assert "Fashion-MNIST: not measured." in page

@@ -96,6 +96,22 @@ def code_overrides(encoder: str) -> list[str]:
     return [f"encoder={encoder}", "decoder=subtraction"]
 
 
+def code_settings(args: argparse.Namespace, spec: str) -> dict[str, Any] | None:
+    """How a whole-code method (``learned``, ``lac``) trains under this run's configs, for the record; else None.
+
+    A config's defaults change over time (``code=learned`` gained its warm-up and the tile-wise F_P after the
+    first measurements), so each record says which it was measured with.
+    """
+    encoder, parity_model = _method(spec)
+    if encoder not in CODE_CONFIGS:
+        return None
+    cfg = _compose(args.data, args.data_dir, [*code_overrides(encoder), *([f"parity_model={parity_model}"]
+                                                                           if parity_model else []), *args.override])
+    return {"coder_warmup": float(cfg.parity.coder_warmup), "coder_lr_scale": float(cfg.parity.coder_lr_scale),
+            "parity_model": "F itself" if cfg.parity_model.get("use_base") else
+            str(cfg.parity_model.get("_target_", "F's architecture"))}
+
+
 def train_parity(args: argparse.Namespace, k: int, spec: str, base_path: Path) -> Path:
     """Train parity models for one K through the pipeline; returns the parity.pt it wrote."""
     from parm.pipeline import run
@@ -153,6 +169,7 @@ def evaluate_dataset(args: argparse.Namespace) -> dict[str, Any]:
             "epochs": args.epochs, "overrides": list(args.override),
             "redundancy": s,
             "encoders": args.encoders, "test_samples": int(x.shape[0]), "task": task.name,
+            "code_settings": {e: settings for e in args.encoders if (settings := code_settings(args, e))},
             "default_answer": default_answer,
             "fractions": list(FRACTIONS), "results": [r.as_dict(FRACTIONS) for r in results], "timing": timing,
             "loadavg_at_end": list(os.getloadavg())}  # the machine may be shared: timings read beside it

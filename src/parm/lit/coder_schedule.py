@@ -72,4 +72,4 @@ def set_hand_made(code: nn.Module, on: bool) -> None:
     """Run every learned coder of ``code`` as its hand-made start alone (``on``) or with its correction."""
     for module in code.modules():
         if hasattr(module, "hand_made_only"):
-            module.hand_made_only = on
+            setattr(module, "hand_made_only", on)  # noqa: B010 -- a plain attribute of the learned coders
