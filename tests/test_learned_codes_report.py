@@ -33,6 +33,15 @@ def test_learned_targets_are_checked_from_the_records_with_the_warmup(tmp_path: 
     assert "- k = 2: learned >= sum: **missed**" in page and "- k = 4: learned >= concat: **met**" in page
     assert "### MNIST, every parity model trained 10 epochs" in page
     assert "- k = 8: best learned >= 0.526: **met**" in page
+    ablation = {**_record("mnist", 10, [("parm-learned", 8, 0.30)]), "overrides": ["parity.coder_warmup=0"],
+                "code_settings": {"learned": {**settings["learned"], "coder_warmup": 0.0, "coder_lr_scale": 1.0}}}
+    (tmp_path / "codes_mnist_learned_k8_nowarmup_e10.json").write_text(json.dumps(ablation))
+    page = render(tmp_path)
+    assert "| parm-learned-no-warmup |" in page and "| 8 | 0.9800 | 0.4500 | 0.7000 | 0.7200 | 0.3000 |" in page
+    assert "`learned-no-warmup` (`codes_mnist_learned_k8_nowarmup_e10.json`): `code=learned` with no warm-up, " \
+           "the coder at 1 x F_P's lr; F_P " \
+           "`parm.models.tiled.TiledParity`; `parity.coder_warmup=0`." in page
+    assert "- k = 8: best learned >= 0.526: **met**" in page, "the ablation is not the default: not counted"
     (tmp_path / "codes_mnist_learned_k8_e10.json").write_text(
         json.dumps({**k8, "code_settings": settings, "results": k8["results"][:2] + [
             {"method": "parm-learned", "k": 8, "available_acc": 0.98, "degraded_acc": 0.5}]}))

@@ -26,6 +26,7 @@ LEARNED_TILED = "codes_{data}_learned_tiled_k8_e3"  # learned code with the tile
 LAC_SUM = "codes_{data}_lac_sum_e3"  # code=lac with the encoder started as the sum code (shown as parm-lac-sum)
 # code=learned with its warm-up and tile-wise F_P: k = 2 and 4 at 3 epochs, and k = 8 (MNIST) at a longer budget.
 LEARNED_WARMUP, LEARNED_K8 = "codes_{data}_learned_warmup_e3", "codes_mnist_learned_k8_e10"
+LEARNED_K8_ABLATION = "codes_mnist_learned_k8_nowarmup_e10"  # the same run without the warm-up (learned-no-warmup)
 EARLIER = ("the earlier `code=learned` defaults: no warm-up, the coder at F_P's lr, F_P = F's architecture "
            "(`-tiled`: `parity_model=tiled`)")
 
@@ -71,8 +72,9 @@ def settings(record: Mapping[str, Any]) -> str:
     learned = record.get("code_settings", {}).get("learned")
     if learned is None:
         return EARLIER
-    return (f"`code=learned` with the coder frozen at its hand-made start for the first {learned['coder_warmup']:g} "
-            f"of the epochs, then at {learned['coder_lr_scale']:g} x F_P's lr; F_P `{learned['parity_model']}`"
+    warmup = (f"the coder frozen at its hand-made start for the first {learned['coder_warmup']:g} of the epochs, then"
+              if learned["coder_warmup"] else "no warm-up, the coder")
+    return (f"`code=learned` with {warmup} at {learned['coder_lr_scale']:g} x F_P's lr; F_P `{learned['parity_model']}`"
             + (f"; `{' '.join(record['overrides'])}`" if record.get("overrides") else ""))
 
 
@@ -87,12 +89,22 @@ def _learned_checks(record: Mapping[str, Any], data: str) -> list[tuple[str, boo
     return checks
 
 
-def _learned_block(record: Mapping[str, Any], title: str, data: str, level: str = "###") -> list[str]:
-    methods = ["parm-sum", "parm-concat", "parm-learned", "parm-concat-tiled", "parm-learned-tiled", "approxifer"]
+def _learned_block(record: Mapping[str, Any], title: str, data: str, level: str = "###",
+                   notes: Sequence[str] = ()) -> list[str]:
+    methods = ["parm-sum", "parm-concat", "parm-learned", "parm-concat-tiled", "parm-learned-tiled",
+               "parm-learned-no-warmup", "approxifer"]
     return [f"{level} {title}, every parity model trained {record['epochs']} epochs, same F, test set and groups", "",
-            f"Learned code: {settings(record)}.", "", *_table(record, methods), "",
+            f"Learned code: {settings(record)}.", "", *(line for note in notes for line in (note, "")),
+            *_table(record, methods), "",
             *(f"- {name}{'' if 'code_settings' in record else ' (earlier defaults)'}: {_verdict(ok)}"
               for name, ok in _learned_checks(record, data)), "", _timing(record), ""]
+
+
+def _with_ablation(record: Mapping[str, Any], ablation: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` plus the ablation's learned rows as ``parm-learned-no-warmup`` (same F, test set and groups)."""
+    rows = [{**r, "method": "parm-learned-no-warmup"} for r in ablation["results"] if r["method"] == "parm-learned"]
+    timing = {f"{key} (no warm-up)": value for key, value in ablation.get("timing", {}).items()}
+    return {**record, "results": [*record["results"], *rows], "timing": {**record.get("timing", {}), **timing}}
 
 
 def learned_section(folder: Path) -> list[str]:
@@ -100,8 +112,15 @@ def learned_section(folder: Path) -> list[str]:
     current = [(LEARNED_WARMUP.format(data=data), title, data) for data, title in DATASETS]
     for stem, title, data in [*current, (LEARNED_K8, "MNIST", "mnist")]:
         record = load(folder, stem)
-        missing = [f"{title}, `{stem}.json`: not measured.", ""]
-        lines += missing if record is None else _learned_block(record, title, data)
+        if record is None:
+            lines += [f"{title}, `{stem}.json`: not measured.", ""]
+            continue
+        ablation = load(folder, LEARNED_K8_ABLATION) if stem == LEARNED_K8 else None
+        if ablation is None:
+            lines += _learned_block(record, title, data)
+        else:
+            note = f"`learned-no-warmup` (`{LEARNED_K8_ABLATION}.json`): {settings(ablation)}."
+            lines += _learned_block(_with_ablation(record, ablation), title, data, notes=[note])
     lines += ["### Before the warm-up", ""]
     for data, title in DATASETS:
         record = load(folder, LEARNED.format(data=data))
