@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import TINY, run_train
+from parm.artifacts import load_parity
 from parm.coding import CodeSpec, build_code
 from parm.lit import FastPath, ParityModule
 from parm.lit.coder_schedule import CoderSchedule
@@ -116,3 +119,16 @@ def test_code_learned_defaults_to_warmup_slower_coder_and_tiled_parity_model() -
     plain = compose(["encoder=learned", "decoder=learned"])
     assert (plain.parity.coder_warmup, plain.parity.coder_lr_scale) == (0.0, 1.0), "only code=learned opts in"
     assert compose(["code=learned", "parity.coder_warmup=0"]).parity.coder_warmup == 0
+
+
+@pytest.mark.parametrize(("warmup", "trained"), [("0.5", True), ("1.0", False)])
+def test_train_py_code_learned_applies_the_warmup(tmp_path: Path, tiny_data_dir: Path, warmup: str,
+                                                  trained: bool) -> None:
+    """Through the pipeline: 2 epochs, warm-up 0.5 -> the corrections train in epoch 2; 1.0 -> they never do."""
+    summary = run_train(tmp_path, tiny_data_dir, [*TINY, "code=learned", "k=4", "trainer.max_epochs=2",
+                                                  f"parity.coder_warmup={warmup}"])
+    assert load_parity(summary["artifacts"]["parity"]).code.names == ("learned", "learned")
+    # parity.pt holds the best epoch's weights, which may be the warm-up's: read the last epoch's.
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    corrections = [state[f"code.{part}.net.4.weight"] for part in ("encoder", "decoder")]
+    assert all(bool(w.abs().sum() > 0) == trained for w in corrections)
