@@ -31,7 +31,7 @@ def test_learned_targets_are_checked_from_the_records_with_the_warmup(tmp_path: 
     assert "Learned code: `code=learned` with the coder frozen at its hand-made start for the first 0.5 of the " \
            "epochs, then at 0.1 x F_P's lr; F_P `parm.models.tiled.TiledParity`." in page
     assert "- k = 2: learned >= sum: **missed**" in page and "- k = 4: learned >= concat: **met**" in page
-    assert "### MNIST, every parity model trained 10 epochs" in page
+    assert "### MNIST k = 8, every parity model trained 10 epochs" in page
     assert "- k = 8: best learned >= 0.526: **met**" in page
     ablation = {**_record("mnist", 10, [("parm-learned", 8, 0.30)]), "overrides": ["parity.coder_warmup=0"],
                 "code_settings": {"learned": {**settings["learned"], "coder_warmup": 0.0, "coder_lr_scale": 1.0}}}
@@ -66,7 +66,7 @@ def test_targets_are_checked_from_the_records(tmp_path: Path) -> None:
     assert "- k = 2: learned >= sum (earlier defaults): **met**" in page
     assert "- k = 4: learned >= concat (earlier defaults): **missed**" in page
     assert "- k = 8: best learned >= 0.526 (earlier defaults): **met**" in page
-    assert "MNIST, `codes_mnist_learned_k8_e10.json`: not measured." in page
+    assert "MNIST k = 8, `codes_mnist_learned_k8_e10.json`: not measured." in page
     assert "- k = 2: A_d >= 0.9: **missed**" in page
     assert "best: parm-concat-tiled, A_a - A_d = 4.5 points; A_d >= 0.845: **met**" in page
     assert "Fashion-MNIST: not measured." in page

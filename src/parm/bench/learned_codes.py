@@ -110,7 +110,7 @@ def _with_ablation(record: Mapping[str, Any], ablation: Mapping[str, Any]) -> di
 def learned_section(folder: Path) -> list[str]:
     lines = ["## Learned codes (encoder + F_P + decoder) beside sum, concat and concat+tiled", ""]
     current = [(LEARNED_WARMUP.format(data=data), title, data) for data, title in DATASETS]
-    for stem, title, data in [*current, (LEARNED_K8, "MNIST", "mnist")]:
+    for stem, title, data in [*current, (LEARNED_K8, "MNIST k = 8", "mnist")]:
         record = load(folder, stem)
         if record is None:
             lines += [f"{title}, `{stem}.json`: not measured.", ""]
@@ -121,7 +121,8 @@ def learned_section(folder: Path) -> list[str]:
         else:
             note = f"`learned-no-warmup` (`{LEARNED_K8_ABLATION}.json`): {settings(ablation)}."
             lines += _learned_block(_with_ablation(record, ablation), title, data, notes=[note])
-    lines += ["### Before the warm-up", ""]
+    lines += ["### Before the warm-up", "", "Measured with an earlier F of the same recipe (see A_a), so compare "
+              "within a table.", ""]
     for data, title in DATASETS:
         record = load(folder, LEARNED.format(data=data))
         if record is None:
