@@ -61,7 +61,7 @@ def faults(args: argparse.Namespace) -> FaultConfig:
 def header(args: argparse.Namespace, model: ServiceTime, raw: dict, fault: FaultConfig) -> dict:
     return {"command": "python scripts/policy_map.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "date": datetime.date.today().isoformat(), "loadavg": [os.getloadavg()[0]],
-            "service": {"model": model.to_dict(), "measured": raw},
+            "service": {"model": model.to_dict(), "measured": raw}, "degraded_budget": args.degraded_budget,
             "faults": {"families": [vars(f) for f in fault.families], "crash_rate_hz": fault.crash_rate_hz}}
 
 
@@ -74,7 +74,7 @@ def run_sim(args: argparse.Namespace) -> dict:
     for k in args.k:
         setup = MapSetup(k=k, service=model, parity_service=parity, n=args.instances, net_s=args.net_ms / 1e3,
                          faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
-                         test_queries=args.test_queries)
+                         test_queries=args.test_queries, degraded_budget=args.degraded_budget)
         data["maps"].append({"k": k, "rows": sim_map(setup, args.utilisations, args.policies, progress=print)})
     data.update(net_ms=args.net_ms, test_queries=args.test_queries, wall_s=time.perf_counter() - start)
     return data
@@ -86,7 +86,8 @@ def run_real(args: argparse.Namespace) -> dict:
                          f"pass F and F_P of each k in the same order.")
     fault = faults(args)
     plan = RealPlan(n=args.model_instances, utilisations=tuple(args.utilisations), policies=tuple(args.policies),
-                    cell_s=args.cell_s, faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries)
+                    cell_s=args.cell_s, faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
+                    degraded_budget=args.degraded_budget)
     start = time.perf_counter()
     data: dict = {"maps": []}
     for base, parity in zip(args.base, args.parity, strict=True):
@@ -130,6 +131,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--restart-s", type=float, default=3.0, help="simulated downtime of a crashed instance")
     p.add_argument("--instances", type=int, default=1000, help="--sim: N")
     p.add_argument("--net-ms", type=float, default=0.5, help="--sim: cost per request")
+    p.add_argument("--degraded-budget", type=float, default=0.01,
+                   help="most answers a tuned parm setting may reconstruct on the tuning trace without faults")
     p.add_argument("--tune-queries", type=int, default=20_000)
     p.add_argument("--test-queries", type=int, default=100_000, help="--sim: queries per test cell")
     p.add_argument("--model-instances", type=int, default=4, help="--real: N")

@@ -46,6 +46,7 @@ class RealPlan:
         restart_s: the simulator's crash downtime (a real worker restart: spawn, import torch, load).
         tune_queries: queries per simulated tuning cell.
         capacity: outstanding requests per instance before dispatch waits.
+        degraded_budget: most degraded answers a tuned coded setting may give without faults.
     """
 
     n: int = 4
@@ -57,6 +58,7 @@ class RealPlan:
     restart_s: float = 3.0
     tune_queries: int = 4000
     capacity: int = 64
+    degraded_budget: float = 0.01
 
 
 def pools(instances: Sequence[LocalInstance], n: int, extra: int) -> dict[str, list[LocalInstance]]:
@@ -101,7 +103,7 @@ class RealMap:
         self.extra = plan.n * self.r // self.k
         self.setup = MapSetup(k=self.k, r=self.r, n=plan.n, service=service, parity_service=parity_service,
                               faults=plan.faults, restart_s=plan.restart_s, tune_queries=plan.tune_queries,
-                              test_queries=0)
+                              test_queries=0, degraded_budget=plan.degraded_budget)
         worker = {"max_batch": 1, "service": service}
         specs = [WorkerSpec(f"model-{i}", base, **worker) for i in range(plan.n + self.extra)]  # type: ignore[arg-type]
         specs += [WorkerSpec(f"parity-{i}", parity, parity_index=i % self.r, max_batch=1, service=parity_service)

@@ -78,11 +78,33 @@ def _targets_lines(rows: list[dict]) -> list[str]:
                      f"{100 * t['max_degraded_no_faults']:.1f}% (target ≤ 1%: "
                      f"**{'met' if t['max_degraded_no_faults'] <= 0.01 else 'missed'}**)")
     lines.append(f"- lost queries over all cells: {t['lost']}")
+    lines += _budget_lines(rows)
     for k in sorted({r["k"] for r in rows}):
         for policy in CODED:
             if any(r["k"] == k and r["policy"] == policy for r in rows):
                 found = crossovers(rows, k, policy)
                 lines.append(f"- k={k}: {policy} crosses the best tuned hedge at utilisation {_pct(found)}")
+    return lines
+
+
+def _budget_lines(rows: list[dict]) -> list[str]:
+    """What the degraded-answer budget cost: cells where it changed the tuned setting, and their tails."""
+    coded = [r for r in rows if "unbudgeted" in r]
+    if not coded:
+        return []
+    changed = [r for r in coded if {k: r["unbudgeted"][k] for k in r["knobs"] if k in r["unbudgeted"]} != r["knobs"]]
+    lines = [f"- degraded-answer budget (fault-free tuning trace): met by the chosen setting in "
+             f"{sum(bool(r['budget_met']) for r in coded)} of {len(coded)} coded cells; it changed the setting in "
+             f"{len(changed)}"]
+    for r in changed:
+        free = r["unbudgeted"]
+        knobs = {k: free[k] for k in ("grace_ms", "hedge_ms") if k in free}
+        test = free.get("test")
+        where, tail = ("test", test["p99.9"]) if test else ("tuning", free["p99.9"])
+        lines.append(f"  - k={r['k']}, {100 * r['utilisation']:.0f}%, {r['policy']}: {_knobs(r['knobs'])} "
+                     f"(p99.9 {r['p99.9']:.1f} ms) instead of {_knobs(knobs)} (p99.9 {tail:.1f} ms on the {where} "
+                     f"trace, {100 * free.get('degraded_no_faults', 0.0):.1f}% degraded without faults): "
+                     f"{r['p99.9'] / tail:.2f}× the tail")
     return lines
 
 
