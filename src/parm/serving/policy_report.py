@@ -110,13 +110,27 @@ def _budget_lines(rows: list[dict]) -> list[str]:
 
 def _header(data: dict) -> list[str]:
     load = " / ".join(f"{x:.2f}" for x in data.get("loadavg", []))
-    svc = data["service"]["model"]
     return [f"`{data['command']}` ({data['date']}, load average before / after: {load}; wall {data['wall_s']:.0f} s)",
             "",
-            f"Service time per batch of one: shifted lognormal fitted to real forward passes, median "
-            f"{svc['median_s'] * 1e3:.3g} ms, floor {svc['floor']:.2f}× the median, σ {svc['sigma']:.2f}. Faults: "
+            f"Service time per batch of one: {_service(data['service'])}. Faults: "
             f"{', '.join(f['name'] for f in data['faults']['families'])}, crashes "
             f"{data['faults']['crash_rate_hz']:g}/s per instance; one seeded trace per instance slot."]
+
+
+def _service(service: dict) -> str:
+    """How the service time was drawn: the measured table (with its load) or the older lognormal fit."""
+    from parm.serving.service import ServiceTime
+
+    svc = ServiceTime.from_dict(service["model"])
+    if not svc.table:
+        return (f"shifted lognormal fitted to real forward passes, median {svc.median_s * 1e3:.3g} ms, floor "
+                f"{svc.floor:.2f}× the median, σ {svc.sigma:.2f}")
+    measured = service.get("measured", {})
+    where = (f" (`{measured['command']}`, {measured['date']}, load average {measured['loadavg'][0]:.2f})"
+             if "command" in measured else "")
+    tail = ", ".join(f"p{q} {svc.quantile_s(q / 100) / svc.median_s:.2f}×" for q in (90, 99, 99.9))
+    return (f"drawn from the measured distribution of real forward passes{where}, scaled to a median of "
+            f"{svc.median_s * 1e3:.3g} ms: {tail} the median")
 
 
 @renderer("policy_map_real")
