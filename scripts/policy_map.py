@@ -111,7 +111,7 @@ def run_real(args: argparse.Namespace) -> dict:
     fault = faults(args)
     plan = RealPlan(n=args.model_instances, utilisations=tuple(args.utilisations), policies=tuple(args.policies),
                     cell_s=args.cell_s, faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
-                    degraded_budget=args.degraded_budget)
+                    degraded_budget=args.degraded_budget, repeats=args.repeats)
     start = time.perf_counter()
     data: dict = {"maps": []}
     for base, parity in zip(args.base, args.parity, strict=True):
@@ -166,6 +166,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--test-queries", type=int, default=100_000, help="--sim: queries per test cell")
     p.add_argument("--model-instances", type=int, default=4, help="--real: N")
     p.add_argument("--cell-s", type=float, default=3.5, help="--real: seconds of arrivals per cell")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="--real: runs per cell on different seeds, pooled; their spread decides which crossovers count")
     p.add_argument("--max-queries", type=int, default=10_000, help="--real: test images available per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("outputs/policy_map"))

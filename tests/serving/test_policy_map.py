@@ -21,6 +21,7 @@ from parm.serving.policy_map import (
     setup_from_dict,
     setup_to_dict,
     sim_map,
+    tail_gaps,
     targets,
     tune_all,
 )
@@ -148,6 +149,20 @@ def test_crossovers_are_interpolated_and_compared_within_ten_points() -> None:
     assert not compare_crossovers(real, far)["pass"]
     t = targets(real)
     assert t["tail_target_met"] and t["best_ratio"] == 0.5 and t["lost"] == 0
+
+
+def test_a_crossover_counts_only_outside_the_cells_run_to_run_spread() -> None:
+    """parm's pooled tail dips below the hedge's at 0.5, but one of its three runs says the opposite."""
+    rows = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 9, 40], "equal": [50] * 3})
+    for r in rows:
+        r["p999_runs"] = [r["p99.9"]] * 3
+    assert crossovers(rows, 2, "parm") == pytest.approx([0.5 + 0.4 * math.log(10 / 9) / math.log(40 / 9)], abs=1e-3)
+    noisy = next(r for r in rows if r["policy"] == "parm" and r["utilisation"] == 0.5)
+    noisy["p999_runs"] = [7.0, 9.0, 12.0]  # the spread straddles the hedge's 10 ms
+    gaps = tail_gaps(rows, 2, "parm")
+    assert [g["significant"] for g in gaps] == [True, False, True]
+    # Only the significant points 0.1 (-0.69) and 0.9 (+1.39) remain: one crossing between them.
+    assert crossovers(rows, 2, "parm") == pytest.approx([0.1 + 0.8 * math.log(2) / math.log(8)], abs=1e-3)
 
 
 def test_every_policy_is_tuned_on_the_tuning_trace_and_reported_on_the_test_trace() -> None:

@@ -222,19 +222,35 @@ def has_hedge(rows: Sequence[dict]) -> bool:
     return any(r["policy"] in HEDGES for r in rows)
 
 
-def crossovers(rows: Sequence[dict], k: int, policy: str = "parm") -> list[float]:
-    """Utilisations where ``policy``'s p99.9 crosses the best tuned hedge's (log-linear interpolation)."""
-    us = sorted({r["utilisation"] for r in rows if r["k"] == k and r["policy"] == policy})
+def tail_gaps(rows: Sequence[dict], k: int, policy: str = "parm") -> list[dict]:
+    """Per utilisation: log(``policy``'s p99.9 / the best tuned hedge's), pooled and per run.
+
+    A cell with ``p999_runs`` (repeated real cells and their replays) gives one gap per run; the gap is
+    *significant* when every run agrees on its sign (the run-to-run spread excludes 0). A cell without
+    runs (one simulated run of many queries) counts as significant.
+    """
     if not has_hedge(rows):
         return []
-    diffs = []
-    for u in us:
+    out = []
+    for u in sorted({r["utilisation"] for r in rows if r["k"] == k and r["policy"] == policy}):
         mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == policy)
-        diffs.append(math.log(mine["p99.9"] / best_hedge(rows, k, u)["p99.9"]))
+        hedge = best_hedge(rows, k, u)
+        gap = math.log(mine["p99.9"] / hedge["p99.9"])
+        runs = [math.log(a / b) for a, b in zip(mine.get("p999_runs", []), hedge.get("p999_runs", []), strict=True)]
+        significant = not runs or (min(runs) > 0 if gap > 0 else max(runs) < 0) if gap != 0 else False
+        out.append({"utilisation": u, "gap": gap, "runs": runs, "significant": significant})
+    return out
+
+
+def crossovers(rows: Sequence[dict], k: int, policy: str = "parm") -> list[float]:
+    """Utilisations where ``policy``'s p99.9 crosses the best tuned hedge's: a sign change between two
+    consecutive *significant* gaps (:func:`tail_gaps`), placed by log-linear interpolation between them."""
+    points = [g for g in tail_gaps(rows, k, policy) if g["significant"]]
     found = []
-    for (u0, d0), (u1, d1) in zip(zip(us, diffs, strict=True), zip(us[1:], diffs[1:], strict=True), strict=False):
-        if d0 == 0 or (d0 < 0) != (d1 < 0) and d1 != 0:
-            found.append(round(u0 if d0 == 0 else u0 + (u1 - u0) * d0 / (d0 - d1), 4))
+    for a, b in zip(points, points[1:], strict=False):
+        if (a["gap"] < 0) != (b["gap"] < 0):
+            u0, u1, d0, d1 = a["utilisation"], b["utilisation"], a["gap"], b["gap"]
+            found.append(round(u0 + (u1 - u0) * d0 / (d0 - d1), 4))
     return found
 
 

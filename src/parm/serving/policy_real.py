@@ -47,6 +47,8 @@ class RealPlan:
         tune_queries: queries per simulated tuning cell.
         capacity: outstanding requests per instance before dispatch waits.
         degraded_budget: most degraded answers a tuned coded setting may give without faults.
+        repeats: runs per real cell, on test seeds ``test_seed + i`` (other arrivals, faults and draws); the
+            cell reports them pooled, and each run's p99.9 (``p999_runs``) as the cell's run-to-run spread.
     """
 
     n: int = 4
@@ -59,6 +61,7 @@ class RealPlan:
     tune_queries: int = 4000
     capacity: int = 64
     degraded_budget: float = 0.01
+    repeats: int = 1
 
 
 def pools(instances: Sequence[LocalInstance], n: int, extra: int) -> dict[str, list[LocalInstance]]:
@@ -149,21 +152,40 @@ class RealMap:
                                 hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
                                 group_timeout_s=self.setup.group_timeout_s)
         pool = pools(self.backend.instances, self.plan.n, self.extra)[policy]
-        seed = self.setup.test_seed
-        result, counts = await run_cell(self.backend, pool, config, self.code, self.queries[:count], rate, seed,
-                                        self.plan.faults, self.plan.capacity)
-        summary: dict[str, float | None] = {**result.summary(self.labels[:count]), **counts, "queries": count}
+        seeds = [self.setup.test_seed + i for i in range(self.plan.repeats)]
+        runs = [await run_cell(self.backend, pool, config, self.code, self.queries[:count], rate, seed,
+                               self.plan.faults, self.plan.capacity) for seed in seeds]
+        labels = np.tile(self.labels[:count], len(seeds))
+        result = pooled([r for r, _ in runs])
+        summary: dict = {**result.summary(labels), **_counts([c for _, c in runs]), "queries": count * len(seeds),
+                         "p999_runs": [r.summary()["p99.9"] for r, _ in runs]}
         ok = ~np.isnan(result.latency) & result.degraded
-        summary["degraded_accuracy"] = (float((result.outputs[ok].argmax(axis=1) == self.labels[:count][ok]).mean())
+        summary["degraded_accuracy"] = (float((result.outputs[ok].argmax(axis=1) == labels[ok]).mean())
                                         if ok.any() else None)
         clean = None
         if policy in CODED:
             short = self.queries[: max(self.plan.min_queries, count // 2)]
-            res, _ = await run_cell(self.backend, pool, config, self.code, short, rate, seed, FaultConfig(),
+            res, _ = await run_cell(self.backend, pool, config, self.code, short, rate, seeds[0], FaultConfig(),
                                     self.plan.capacity)
             clean = res.summary()
-        sim_summary = simulate(self.setup.sim_config(policy, u, knobs, seed, count)).summary()
-        self.progress(f"k={self.k} u={u:.2f} {policy:>11} {knobs}: real p99.9 {summary['p99.9']:.2f} ms, "
-                      f"sim {sim_summary['p99.9']:.2f} ms, lost {summary['lost']}")
+        sims = [simulate(self.setup.sim_config(policy, u, knobs, seed, count)) for seed in seeds]
+        sim_summary = {**pooled(sims).summary(), "queries": count * len(seeds),
+                       "p999_runs": [s.summary()["p99.9"] for s in sims]}
+        self.progress(f"k={self.k} u={u:.2f} {policy:>11} {knobs}: real p99.9 {summary['p99.9']:.2f} ms "
+                      f"(runs {summary['p999_runs']}), sim {sim_summary['p99.9']:.2f} ms, lost {summary['lost']}")
         return (cell_row(self.setup, u, policy, chosen, summary, clean),
-                cell_row(self.setup, u, policy, chosen, {**sim_summary, "queries": count}, None))
+                cell_row(self.setup, u, policy, chosen, sim_summary, None))
+
+
+def pooled(results: Sequence[RunResult]) -> RunResult:
+    """Several runs' queries as one run (their latency quantiles pooled)."""
+    counts = _counts([r.counts or {} for r in results])
+    return RunResult(np.concatenate([r.latency for r in results]), np.concatenate([r.degraded for r in results]),
+                     np.concatenate([r.outputs for r in results]), counts=counts or None)
+
+
+def _counts(counts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Run-level counts of several runs: per-query ones (``extra_*``) averaged, the rest summed."""
+    keys = {k for c in counts for k in c}
+    return {k: (float(np.mean([c[k] for c in counts])) if k.startswith("extra_") else sum(c[k] for c in counts))
+            for k in keys}

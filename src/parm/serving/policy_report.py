@@ -8,11 +8,12 @@ Pages cite them in :mod:`parm.results` render blocks: ``policy_map_real <file>``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from parm.results import render_page, renderer
-from parm.serving.policy_map import CODED, best_hedge, compare_crossovers, crossovers, targets
+from parm.serving.policy_map import CODED, best_hedge, compare_crossovers, crossovers, tail_gaps, targets
 
 PAGE = """# Policy map: when parm beats a tuned hedge
 
@@ -117,6 +118,31 @@ def _header(data: dict) -> list[str]:
             f"{data['faults']['crash_rate_hz']:g}/s per instance; one seeded trace per instance slot."]
 
 
+def _spread_lines(real: list[dict], replayed: list[dict]) -> list[str]:
+    """Each coded policy's p99.9 over the best hedge's per utilisation, with the run-to-run range; a ratio
+    whose runs disagree on which side of 1 it lies is marked ~ and ignored by the crossovers."""
+    repeats = max((len(r.get("p999_runs", [])) for r in real), default=0)
+    if repeats < 2:
+        return ["Each real cell ran once: its run-to-run spread is not measured, so every sign change counts.", ""]
+
+    def fmt(g: dict) -> str:
+        lo, hi = math.exp(min(g["runs"])), math.exp(max(g["runs"]))
+        return f"{'' if g['significant'] else '~'}{math.exp(g['gap']):.2f}× ({lo:.2f}–{hi:.2f})"
+
+    out = [f"p99.9 over the best tuned hedge's, pooled over {repeats} runs per cell (range of the single runs); "
+           f"~: the runs disagree on the side of 1, the point is ignored by the crossovers.", "",
+           "| k | policy | source | " + " | ".join(f"{100 * g['utilisation']:.0f}%" for g in
+                                                     tail_gaps(real, real[0]["k"], "parm")) + " |"]
+    out.append("|" + "---|" * (3 + len(tail_gaps(real, real[0]["k"], "parm"))))
+    for k in sorted({r["k"] for r in real}):
+        for policy in CODED:
+            for name, rows in (("real", real), ("replay", replayed)):
+                gaps = tail_gaps(rows, k, policy)
+                if gaps:
+                    out.append(f"| {k} | {policy} | {name} | " + " | ".join(fmt(g) for g in gaps) + " |")
+    return out + [""]
+
+
 def _service(service: dict) -> str:
     """How the service time was drawn: the measured table (with its load) or the older lognormal fit."""
     from parm.serving.service import ServiceTime
@@ -146,6 +172,7 @@ def real_section(data: dict, args: list[str], folder: Path | None = None) -> str
             f"{check['tolerance_points']:.0f} points: **{'pass' if check['pass'] else 'FAIL'}**"]
     out += [f"- k={c['k']} {c['policy']}: real {_pct(c['real'])}, simulated {_pct(c['sim'])}"
             for c in check["cells"]] + [""]
+    out += _spread_lines(rows, replayed)
     for m in data["maps"]:
         out += [f"### k = {m['k']}, real", "", *table(m["real"]), ""]
         out += [f"### k = {m['k']}, simulator replay", "", *table(m["sim"]), ""]
