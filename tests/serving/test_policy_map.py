@@ -76,6 +76,20 @@ def test_simulated_crashes_lose_no_query_in_any_policy() -> None:
         assert summary["lost"] == 0, policy
 
 
+def test_occupancy_queues_where_a_per_request_delay_does_not() -> None:
+    """At 90% of a 5 ms service's capacity, 1.5 ms of occupancy per request overloads the instances
+    (4 / 6.5 ms = 615 q/s < 720 q/s); the same 1.5 ms as a delay adds at most that much to the median."""
+    fixed = ServiceTime(0.005, floor=0.999, mu=math.log(0.001), sigma=0.0)
+
+    def p50(**kw: float) -> float:
+        config = SimConfig(policy="none", n=4, rate_hz=720, queries=4000, service=fixed, max_batch=1, **kw)
+        return simulate(config).summary()["p50"]
+
+    base, delayed, occupied = p50(net_s=0.0), p50(net_s=0.0015), p50(net_s=0.0, occupancy_s=0.0015)
+    assert 0 < delayed - base <= 1.5 + 1e-6
+    assert occupied > base + 100  # the queue grows for the whole run
+
+
 def test_hybrids_send_what_they_promise() -> None:
     def extra(policy: str, rate: float) -> float:
         config = SimConfig(policy=policy, n=8, rate_hz=rate, queries=6000, service=SERVICE, max_batch=1,

@@ -42,6 +42,7 @@ class MapSetup:
         k, r, n: the code and N (model instances of ``none`` and the parm policies).
         service, parity_service: batch service times of F and F_P (batches of one: ``max_batch`` 1).
         net_s: frontend + transport cost per request (calibrated on the real system).
+        occupancy_s: each request's time on its instance beyond the service time (calibrated at saturation).
         faults: the fault families, one seeded trace per instance slot shared by every policy.
         restart_s: how long a crashed instance is out.
         tune_seed, test_seed: the two traces.
@@ -56,6 +57,7 @@ class MapSetup:
     r: int = 1
     n: int = 1000
     net_s: float = 0.0005
+    occupancy_s: float = 0.0
     faults: FaultConfig = FaultConfig()
     restart_s: float = 2.0
     group_timeout_s: float = 0.05
@@ -78,7 +80,7 @@ class MapSetup:
                    faults: FaultConfig | None = None) -> SimConfig:
         return SimConfig(policy=policy, n=self.n, k=self.k, r=self.r, rate_hz=self.rate_hz(utilisation),
                          queries=queries, service=self.service, parity_service=self.parity_service, max_batch=1,
-                         net_s=self.net_s, group_timeout_s=self.group_timeout_s,
+                         net_s=self.net_s, occupancy_s=self.occupancy_s, group_timeout_s=self.group_timeout_s,
                          decode_grace_s=knobs.get("grace_ms", 0.0) / 1e3,
                          hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
                          faults=self.faults if faults is None else faults, restart_s=self.restart_s, seed=seed)
@@ -291,7 +293,8 @@ def targets(rows: Sequence[dict]) -> dict:
 
 def setup_to_dict(setup: MapSetup) -> dict:
     """What :func:`setup_from_dict` needs to rebuild ``setup`` (stored with every real map)."""
-    return {"k": setup.k, "r": setup.r, "n": setup.n, "net_s": setup.net_s, "service": setup.service.to_dict(),
+    return {"k": setup.k, "r": setup.r, "n": setup.n, "net_s": setup.net_s, "occupancy_s": setup.occupancy_s,
+            "service": setup.service.to_dict(),
             "parity_service": None if setup.parity_service is None else setup.parity_service.to_dict(),
             "faults": {"families": [vars(f) for f in setup.faults.families],
                        "crash_rate_hz": setup.faults.crash_rate_hz},
@@ -305,6 +308,7 @@ def setup_from_dict(d: dict) -> MapSetup:
                          crash_rate_hz=float(d["faults"]["crash_rate_hz"]))
     parity = d.get("parity_service")
     return MapSetup(k=int(d["k"]), r=int(d["r"]), n=int(d["n"]), net_s=float(d["net_s"]),
+                    occupancy_s=float(d.get("occupancy_s", 0.0)),
                     service=ServiceTime.from_dict(d["service"]),
                     parity_service=None if parity is None else ServiceTime.from_dict(parity), faults=faults,
                     restart_s=float(d["restart_s"]), group_timeout_s=float(d["group_timeout_s"]),

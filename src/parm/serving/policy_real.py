@@ -2,7 +2,8 @@
 
 Per k: start N + N*r/k instances of F and N*r/k of F_P (``max_batch`` 1, each batch at least a time drawn
 from the service-time distribution fitted to real forward passes), calibrate the simulator's cost
-per request on a short fault-free ``equal`` run, tune every policy in the simulator on the tuning
+per request (a delay) and the occupancy per request (time a worker holds it beyond its service time) on
+short fault-free ``equal`` runs, tune every policy in the simulator on the tuning
 trace (:func:`parm.serving.policy_map.tune_all`), then run each policy at its tuned setting on the real
 workers on the test trace, and replay every real cell in the simulator (same seed: same arrivals,
 fault trace per instance slot and service draws) so that crossovers can be compared.
@@ -127,22 +128,38 @@ class RealMap:
         finally:
             await self.backend.stop()
         return {"k": self.k, "r": self.r, "n": self.plan.n, "net_ms": self.setup.net_s * 1e3,
+                "occupancy_ms": self.setup.occupancy_s * 1e3,
                 "setup": setup_to_dict(self.setup), "real": real, "sim": sim}
 
     async def _calibrate(self) -> None:
-        """Cost per request = real fault-free ``equal`` median minus the simulator's at zero cost."""
-        u = min(self.plan.utilisations)
-        count = min(len(self.queries), 300)
-        config = FrontendConfig(policy="plain")
+        """The simulator's two per-request costs, from fault-free ``equal`` runs on the real workers.
+
+        Occupancy (time a worker holds a request beyond its service time: it queues) from a run offered 1.5x
+        the capacity: n instances served ``count`` queries in T, so each took ``T * n / count``. Then the
+        cost per request (a pure delay) = the real median at the lowest utilisation minus the simulator's
+        with that occupancy and no cost.
+        """
         pool = pools(self.backend.instances, self.plan.n, self.extra)["equal"]
-        for _ in range(2):  # the first run warms the workers up (first passes, page faults) and is discarded
+        config = FrontendConfig(policy="plain")
+
+        async def equal(u: float, count: int) -> RunResult:
             result, _ = await run_cell(self.backend, pool, config, self.code, self.queries[:count],
                                        self.setup.rate_hz(u), self.setup.tune_seed, FaultConfig(), self.plan.capacity)
-        zero = replace(self.setup, net_s=0.0)
+            return result
+
+        u, count = min(self.plan.utilisations), min(len(self.queries), 300)
+        await equal(u, count)  # warms the workers up (first passes, page faults); discarded
+        busy = min(len(self.queries), int(2 * self.setup.rate_hz(1.0)))
+        saturated = await equal(1.5, busy)
+        gaps = np.random.default_rng(self.setup.tune_seed).exponential(1 / self.setup.rate_hz(1.5), size=busy)
+        span = float(np.nanmax(np.cumsum(gaps) - gaps[0] + saturated.latency))
+        occupancy = max(0.0, span * len(pool) / busy - self.setup.service.mean_s())
+        zero = replace(self.setup, net_s=0.0, occupancy_s=occupancy)
         sim = simulate(zero.sim_config("equal", u, {}, self.setup.tune_seed, count, faults=FaultConfig())).summary()
-        net = max(0.0, (result.summary()["p50"] - sim["p50"]) / 1e3)
-        self.setup = replace(self.setup, net_s=net)
-        self.progress(f"k={self.k}: cost per request calibrated at {net * 1e3:.3f} ms")
+        net = max(0.0, ((await equal(u, count)).summary()["p50"] - sim["p50"]) / 1e3)
+        self.setup = replace(zero, net_s=net)
+        self.progress(f"k={self.k}: occupancy per request {occupancy * 1e3:.3f} ms, cost per request "
+                      f"{net * 1e3:.3f} ms")
 
     async def _cell(self, u: float, policy: str, chosen: dict) -> tuple[dict, dict]:
         knobs = chosen["knobs"]

@@ -164,8 +164,11 @@ def real_section(data: dict, args: list[str], folder: Path | None = None) -> str
     """The real bench's section: header, targets, crossover check against the replay, tables per k."""
     rows, replayed = rows_of(data, "real"), rows_of(data, "sim")
     out = ["", *_header(data), ""]
-    out += [f"N = {data['maps'][0]['n']}; cost per request calibrated: "
-            + ", ".join(f"k={m['k']} {m['net_ms']:.2f} ms" for m in data["maps"]) + ".", ""]
+    out += [f"N = {data['maps'][0]['n']}; calibrated per request: "
+            + ", ".join(f"k={m['k']} cost {m['net_ms']:.2f} ms" + (f", occupancy {m['occupancy_ms']:.2f} ms"
+                                                                  if "occupancy_ms" in m else "")
+                        for m in data["maps"]) + " (cost: a delay; occupancy: time a worker holds a request "
+            "beyond its service time, measured at 1.5× capacity; the replay queues it).", ""]
     out += _targets_lines(rows) + [""]
     check = compare_crossovers(rows, replayed)
     out += [f"Simulator replay of the same cells (same seeds), crossovers within ±"
