@@ -111,7 +111,7 @@ def run_real(args: argparse.Namespace) -> dict:
     fault = faults(args)
     plan = RealPlan(n=args.model_instances, utilisations=tuple(args.utilisations), policies=tuple(args.policies),
                     cell_s=args.cell_s, faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
-                    degraded_budget=args.degraded_budget, repeats=args.repeats)
+                    degraded_budget=args.degraded_budget, repeats=args.repeats, min_queries=args.min_queries)
     start = time.perf_counter()
     data: dict = {"maps": []}
     for base, parity in zip(args.base, args.parity, strict=True):
@@ -168,6 +168,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cell-s", type=float, default=3.5, help="--real: seconds of arrivals per cell")
     p.add_argument("--repeats", type=int, default=3,
                    help="--real: runs per cell on different seeds, pooled; their spread decides which crossovers count")
+    p.add_argument("--min-queries", type=int, default=400, help="--real: fewest queries per run of a cell")
     p.add_argument("--max-queries", type=int, default=10_000, help="--real: test images available per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("outputs/policy_map"))

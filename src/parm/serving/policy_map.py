@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parm.serving.faults import FaultConfig, FaultFamily
+from parm.serving.loadgen import RunResult
 from parm.serving.service import ServiceTime
 from parm.serving.sim import SimConfig, simulate
 
@@ -317,10 +318,30 @@ def setup_from_dict(d: dict) -> MapSetup:
 
 
 def replay(setup: MapSetup, rows: Sequence[dict]) -> list[dict]:
-    """Simulate every real cell again: same policy, knobs, seed and query count."""
+    """Simulate every real cell again: same policy, knobs, seeds (one per run) and query count."""
     out = []
     for row in rows:
-        config = setup.sim_config(row["policy"], row["utilisation"], row["knobs"], setup.test_seed, row["queries"])
-        chosen = {"knobs": row["knobs"], "tuning": []}
-        out.append(cell_row(setup, row["utilisation"], row["policy"], chosen, simulate(config).summary(), None))
+        runs = max(1, len(row.get("p999_runs", [])))
+        summary = replay_cell(setup, row["policy"], row["utilisation"], row["knobs"], runs, row["queries"] // runs)
+        out.append(cell_row(setup, row["utilisation"], row["policy"], {"knobs": row["knobs"], "tuning": []},
+                            summary, None))
     return out
+
+
+def replay_cell(setup: MapSetup, policy: str, utilisation: float, knobs: dict[str, float], runs: int,
+                queries: int) -> dict:
+    """``runs`` simulated runs of ``queries`` on test seeds ``test_seed + i``, pooled; ``p999_runs``: each one's."""
+    results = [simulate(setup.sim_config(policy, utilisation, knobs, setup.test_seed + i, queries))
+               for i in range(runs)]
+    return {**pooled(results).summary(), "queries": queries * runs,
+            **({"p999_runs": [r.summary()["p99.9"] for r in results]} if runs > 1 else {})}
+
+
+def pooled(results: Sequence[RunResult]) -> RunResult:
+    """Several runs' queries as one run (their latency quantiles pooled; per-query counts averaged)."""
+    counts = [r.counts or {} for r in results]
+    keys = {k for c in counts for k in c}
+    merged = {k: float(np.mean([c[k] for c in counts])) if k.startswith("extra_") else sum(c[k] for c in counts)
+              for k in keys}
+    return RunResult(np.concatenate([r.latency for r in results]), np.concatenate([r.degraded for r in results]),
+                     np.concatenate([r.outputs for r in results]), counts=merged or None)

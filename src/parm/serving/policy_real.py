@@ -24,7 +24,17 @@ from parm.serving.frontend import Frontend, FrontendConfig
 from parm.serving.instance import InstancePool
 from parm.serving.loadgen import RunResult, run_poisson
 from parm.serving.local import LocalBackend, LocalInstance
-from parm.serving.policy_map import CODED, MAP_POLICIES, UTILISATIONS, MapSetup, cell_row, setup_to_dict, tune_all
+from parm.serving.policy_map import (
+    CODED,
+    MAP_POLICIES,
+    UTILISATIONS,
+    MapSetup,
+    cell_row,
+    pooled,
+    replay_cell,
+    setup_to_dict,
+    tune_all,
+)
 from parm.serving.service import ServiceTime
 from parm.serving.sim import simulate
 from parm.serving.worker import WorkerSpec
@@ -173,8 +183,8 @@ class RealMap:
         runs = [await run_cell(self.backend, pool, config, self.code, self.queries[:count], rate, seed,
                                self.plan.faults, self.plan.capacity) for seed in seeds]
         labels = np.tile(self.labels[:count], len(seeds))
-        result = pooled([r for r, _ in runs])
-        summary: dict = {**result.summary(labels), **_counts([c for _, c in runs]), "queries": count * len(seeds),
+        result = pooled([replace(r, counts=c) for r, c in runs])
+        summary: dict = {**result.summary(labels), "queries": count * len(seeds),
                          "p999_runs": [r.summary()["p99.9"] for r, _ in runs]}
         ok = ~np.isnan(result.latency) & result.degraded
         summary["degraded_accuracy"] = (float((result.outputs[ok].argmax(axis=1) == labels[ok]).mean())
@@ -185,24 +195,9 @@ class RealMap:
             res, _ = await run_cell(self.backend, pool, config, self.code, short, rate, seeds[0], FaultConfig(),
                                     self.plan.capacity)
             clean = res.summary()
-        sims = [simulate(self.setup.sim_config(policy, u, knobs, seed, count)) for seed in seeds]
-        sim_summary = {**pooled(sims).summary(), "queries": count * len(seeds),
-                       "p999_runs": [s.summary()["p99.9"] for s in sims]}
+        sim_summary = replay_cell(self.setup, policy, u, knobs, len(seeds), count)
         self.progress(f"k={self.k} u={u:.2f} {policy:>11} {knobs}: real p99.9 {summary['p99.9']:.2f} ms "
                       f"(runs {summary['p999_runs']}), sim {sim_summary['p99.9']:.2f} ms, lost {summary['lost']}")
         return (cell_row(self.setup, u, policy, chosen, summary, clean),
                 cell_row(self.setup, u, policy, chosen, sim_summary, None))
 
-
-def pooled(results: Sequence[RunResult]) -> RunResult:
-    """Several runs' queries as one run (their latency quantiles pooled)."""
-    counts = _counts([r.counts or {} for r in results])
-    return RunResult(np.concatenate([r.latency for r in results]), np.concatenate([r.degraded for r in results]),
-                     np.concatenate([r.outputs for r in results]), counts=counts or None)
-
-
-def _counts(counts: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Run-level counts of several runs: per-query ones (``extra_*``) averaged, the rest summed."""
-    keys = {k for c in counts for k in c}
-    return {k: (float(np.mean([c[k] for c in counts])) if k.startswith("extra_") else sum(c[k] for c in counts))
-            for k in keys}

@@ -78,6 +78,11 @@ def _targets_lines(rows: list[dict]) -> list[str]:
         lines.append(f"- degraded share without faults, parm policies at their tuned settings: at most "
                      f"{100 * t['max_degraded_no_faults']:.1f}% (target ≤ 1%: "
                      f"**{'met' if t['max_degraded_no_faults'] <= 0.01 else 'missed'}**)")
+        over = [r for r in rows if r.get("budget_met") is False]
+        if over:
+            lines[-1] += ("; no setting met the budget on the tuning trace at " + ", ".join(
+                f"k={r['k']} {100 * r['utilisation']:.0f}% {r['policy']}" for r in over)
+                + " (parm's N model instances are past their capacity there: no grace avoids reconstructing)")
     lines.append(f"- lost queries over all cells: {t['lost']}")
     lines += _budget_lines(rows)
     for k in sorted({r["k"] for r in rows}):
