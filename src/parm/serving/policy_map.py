@@ -150,13 +150,13 @@ def tune_all(setup: MapSetup, utilisation: float, policies: Sequence[str],
             rows.append(row)
         best = choose(rows, setup.max_degraded, setup.degraded_budget)
         free = choose(rows, setup.max_degraded)
-        chosen[policy] = {"knobs": _knobs_of(best), "tuning": [_brief(r) for r in rows], "observed_ms": observed,
+        chosen[policy] = {"knobs": knobs_of(best), "tuning": [_brief(r) for r in rows], "observed_ms": observed,
                           "budget_met": best.get("degraded_no_faults", 0.0) <= setup.degraded_budget,
                           "unbudgeted": _brief(free)}
     return chosen
 
 
-def _knobs_of(row: dict) -> dict[str, float]:
+def knobs_of(row: dict) -> dict[str, float]:
     return {k: row[k] for k in ("grace_ms", "hedge_ms") if k in row}
 
 
@@ -186,8 +186,8 @@ def sim_map(setup: MapSetup, utilisations: Sequence[float] = UTILISATIONS,
             clean = test(policy, u, knobs, False, setup.tune_queries) if policy in CODED else None
             row = cell_row(setup, u, policy, chosen[policy], summary, clean)
             free = row.get("unbudgeted")
-            if free is not None and _knobs_of(free) != knobs:
-                other = test(policy, u, _knobs_of(free))
+            if free is not None and knobs_of(free) != knobs:
+                other = test(policy, u, knobs_of(free))
                 free["test"] = {key: other[key] for key in ("p50", "p99", "p99.9", "degraded")}
             rows.append(row)
             if progress is not None:

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from parm.results import render_page, renderer
-from parm.serving.policy_map import CODED, best_hedge, compare_crossovers, crossovers, tail_gaps, targets
+from parm.serving.policy_map import (
+    CODED,
+    best_hedge,
+    compare_crossovers,
+    crossovers,
+    knobs_of,
+    tail_gaps,
+    targets,
+)
 
 PAGE = """# Policy map: when parm beats a tuned hedge
 
@@ -98,7 +106,7 @@ def _budget_lines(rows: list[dict]) -> list[str]:
     coded = [r for r in rows if "unbudgeted" in r]
     if not coded:
         return []
-    changed = [r for r in coded if {k: r["unbudgeted"][k] for k in r["knobs"] if k in r["unbudgeted"]} != r["knobs"]]
+    changed = [r for r in coded if knobs_of(r["unbudgeted"]) != r["knobs"]]
     lines = [f"- degraded-answer budget (fault-free tuning trace): met by the chosen setting in "
              f"{sum(bool(r['budget_met']) for r in coded)} of {len(coded)} coded cells; it changed the setting in "
              f"{len(changed)}"]
@@ -204,7 +212,7 @@ def sim_section(data: dict, args: list[str], folder: Path | None = None) -> str:
 def fact(data: dict, args: list[str], folder: Path | None = None) -> str:
     """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
     ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``,
-    ``compare`` (real maps)."""
+    ``degraded_no_faults``, ``budget_cost``, ``service``, ``compare`` (real maps)."""
     rows = rows_of(data, "real" if data.get("kind") == "real" else "rows")
     what = args[0] if args else ""
     if what == "crossover":
@@ -215,6 +223,17 @@ def fact(data: dict, args: list[str], folder: Path | None = None) -> str:
         return f"{min(data['loadavg']):.1f}–{max(data['loadavg']):.1f}"
     if what == "best_ratio":
         return f"{targets(rows)['best_ratio']:.2f}"
+    if what == "degraded_no_faults":  # the most any coded cell reconstructed without faults
+        return f"{100 * targets(rows)['max_degraded_no_faults']:.1f}%"
+    if what == "budget_cost":  # the range of budgeted / unbudgeted p99.9 over cells where the budget changed it
+        costs = [r["p99.9"] / r["unbudgeted"].get("test", r["unbudgeted"])["p99.9"] for r in rows
+                 if "unbudgeted" in r and knobs_of(r["unbudgeted"]) != r["knobs"]]
+        return f"{min(costs):.2f}–{max(costs):.2f}×" if costs else "no change"
+    if what == "service":  # the service time's tail, relative to its median
+        from parm.serving.service import ServiceTime
+
+        svc = ServiceTime.from_dict(data["service"]["model"])
+        return ", ".join(f"p{q} {svc.quantile_s(q / 100) / svc.median_s:.2f}×" for q in (90, 99, 99.9))
     if what == "ratio":  # ratio <k> <utilisation> <policy>: its p99.9 over the best tuned hedge's
         k, u = int(args[1]), float(args[2])
         mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == args[3])
