@@ -44,9 +44,14 @@ from parm.serving.worker import WorkerSpec
 def measure_fits(base: str, parity: str, repeats: int = 2000) -> dict:
     """F's and F_P's service-time fits from real forward passes (one thread), with the load they ran under."""
     load = [os.getloadavg()[0]]
-    raw = {}
-    for role, spec in (("model", WorkerSpec("m", base)), ("parity", WorkerSpec("p", parity, parity_index=0))):
-        samples = measure_service(spec, batches=(1, 2, 4), repeats=repeats)
+    specs = {"model": WorkerSpec("m", base), "parity": WorkerSpec("p", parity, parity_index=0)}
+    # Two rounds in opposite orders: the machine's speed drifts (other jobs, clocks), and F_P's time is
+    # used relative to F's, so neither may get all the quiet (or busy) moments.
+    rounds = [{role: measure_service(specs[role], batches=(1, 2, 4), repeats=repeats // 2) for role in order}
+              for order in (("model", "parity"), ("parity", "model"))]
+    raw: dict = {}
+    for role in specs:
+        samples = {b: np.concatenate([r[role][b] for r in rounds]) for b in rounds[0][role]}
         ones = samples[1] * 1e3
         raw[role] = {"fit": ServiceTime.fit(samples).to_dict(), "repeats": repeats,
                      "empirical": ServiceTime.empirical(samples).to_dict(),

@@ -86,7 +86,8 @@ class ServiceTime:
 
     @classmethod
     def from_dict(cls, d: dict) -> ServiceTime:
-        return cls(**{k: tuple(float(x) for x in v) if k == "table" else float(v) for k, v in d.items()})
+        table = tuple(float(x) for x in d.get("table", ()))
+        return cls(**{k: float(v) for k, v in d.items() if k != "table"}, table=table)
 
     @classmethod
     def empirical(cls, samples: dict[int, np.ndarray], points: int = 1000) -> ServiceTime:
