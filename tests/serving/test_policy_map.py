@@ -242,3 +242,20 @@ def test_the_empirical_service_time_draws_the_measured_distribution() -> None:
     assert ServiceTime.from_dict(json.loads(json.dumps(table.to_dict()))) == table
     with pytest.raises(ValueError, match="sorted positive ratios"):
         ServiceTime(0.01, table=(2.0, 1.0))
+
+
+def test_the_real_section_shows_each_ratio_with_its_run_to_run_range(tmp_path: Path) -> None:
+    rows = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 9, 40], "equal": [50] * 3})
+    for r in rows:
+        r.update(p999_runs=[r["p99.9"]] * 2, degraded=0.0, extra_load=0.0, knobs={}, rate=100.0)
+    next(r for r in rows if r["policy"] == "parm" and r["utilisation"] == 0.5)["p999_runs"] = [7.0, 12.0]
+    data = {"kind": "real", "command": "python scripts/policy_map.py --real", "date": "2026-12-02",
+            "loadavg": [0.5, 0.6], "service": {"model": ServiceTime(0.01, table=(0.9, 1.0, 3.0)).to_dict()},
+            "faults": {"families": [], "crash_rate_hz": 0.05}, "wall_s": 600.0,
+            "maps": [{"k": 2, "n": 4, "net_ms": 0.6, "occupancy_ms": 0.55, "real": rows, "sim": rows}]}
+    (tmp_path / "policy_map_real.json").write_text(json.dumps(data))
+    page = write_page(tmp_path).read_text()
+    assert "pooled over 2 runs per cell" in page and "occupancy 0.55 ms" in page
+    assert "| 2 | parm | real | 0.50× (0.50–0.50) | ~0.90× (0.70–1.20) | 4.00× (4.00–4.00) |" in page
+    # Between the significant 0.1 (0.5x) and 0.9 (4x), log-linearly: 0.1 + 0.8 * log 2 / log 8 = 37%; 0.5 is ignored.
+    assert "k=2: parm crosses the best tuned hedge at utilisation 37%" in page
