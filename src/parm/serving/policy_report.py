@@ -89,8 +89,8 @@ def _targets_lines(rows: list[dict]) -> list[str]:
         over = [r for r in rows if r.get("budget_met") is False]
         if over:
             lines[-1] += ("; no setting met the budget on the tuning trace at " + ", ".join(
-                f"k={r['k']} {100 * r['utilisation']:.0f}% {r['policy']}" for r in over)
-                + " (parm's N model instances are past their capacity there: no grace avoids reconstructing)")
+                f"k={r['k']} {100 * r['utilisation']:.0f}% {r['policy']} (its N model instances offered "
+                f"{100 * r['utilisation'] * (1 + r['r'] / r['k']):.0f}% of their capacity)" for r in over))
     lines.append(f"- lost queries over all cells: {t['lost']}")
     lines += _budget_lines(rows)
     for k in sorted({r["k"] for r in rows}):
