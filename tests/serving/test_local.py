@@ -195,7 +195,7 @@ def test_the_real_policy_map_runs_every_cell_with_its_replay(checkpoints) -> Non
 
     base, parity = checkpoints
     plan = RealPlan(n=2, utilisations=(0.2,), policies=("equal", "parm"), cell_s=0.5, min_queries=40,
-                    faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=200)
+                    faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=200, repeats=2)
     service = ServiceTime(0.005)
     real = RealMap(base, parity, plan, service, service, torch.randn(200, 1, 28, 28), np.zeros(200, dtype=int),
                    progress=lambda line: None)
@@ -204,3 +204,5 @@ def test_the_real_policy_map_runs_every_cell_with_its_replay(checkpoints) -> Non
     parm = out["real"][1]
     assert parm["lost"] == 0 and parm["extra_load"] == pytest.approx(0.5, abs=0.05)
     assert "degraded_no_faults" in parm and out["setup"]["k"] == 2 and out["net_ms"] >= 0
+    for rows in (out["real"], out["sim"]):  # two runs per cell, pooled, each run's tail kept as the spread
+        assert all(len(r["p999_runs"]) == 2 and r["queries"] == 2 * int(max(40, r["rate"] * 0.5)) for r in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from parm.serving.policy_map import (
     setup_from_dict,
     setup_to_dict,
     sim_map,
+    tail_gaps,
     targets,
+    tune_all,
 )
 from parm.serving.policy_report import fact, write_page
 from parm.serving.service import ServiceTime
@@ -73,6 +76,20 @@ def test_simulated_crashes_lose_no_query_in_any_policy() -> None:
         assert summary["lost"] == 0, policy
 
 
+def test_occupancy_queues_where_a_per_request_delay_does_not() -> None:
+    """At 90% of a 5 ms service's capacity, 1.5 ms of occupancy per request overloads the instances
+    (4 / 6.5 ms = 615 q/s < 720 q/s); the same 1.5 ms as a delay adds at most that much to the median."""
+    fixed = ServiceTime(0.005, floor=0.999, mu=math.log(0.001), sigma=0.0)
+
+    def p50(**kw: float) -> float:
+        config = SimConfig(policy="none", n=4, rate_hz=720, queries=4000, service=fixed, max_batch=1, **kw)
+        return simulate(config).summary()["p50"]
+
+    base, delayed, occupied = p50(net_s=0.0), p50(net_s=0.0015), p50(net_s=0.0, occupancy_s=0.0015)
+    assert 0 < delayed - base <= 1.5 + 1e-6
+    assert occupied > base + 100  # the queue grows for the whole run
+
+
 def test_hybrids_send_what_they_promise() -> None:
     def extra(policy: str, rate: float) -> float:
         config = SimConfig(policy=policy, n=8, rate_hz=rate, queries=6000, service=SERVICE, max_batch=1,
@@ -90,7 +107,7 @@ def test_knob_grids_sweep_quantiles_and_fixed_values() -> None:
     observed = {"p50": 5.5, "p90": 7.0, "p95": 9.0, "p99": 30.0}
     hedges = {g["hedge_ms"] for g in knob_grid("hedge", observed, 5.0)}
     assert {5.5, 7.0, 9.0, 30.0, 2.5, 5.0, 10.0, 20.0} <= hedges
-    assert [g["grace_ms"] for g in knob_grid("parm", observed, 5.0)] == [0.0, 0.5, 1.25, 2.5, 5.0, 10.0]
+    assert [g["grace_ms"] for g in knob_grid("parm", observed, 5.0)] == [0.0, 0.5, 1.25, 2.5, 5.0, 10.0, 20.0]
     both = knob_grid("parm-hedge", observed, 5.0)
     assert len({g["grace_ms"] for g in both}) > 1 and len({g["hedge_ms"] for g in both}) > 1
     assert knob_grid("equal", observed, 5.0) == [{}]
@@ -104,6 +121,29 @@ def test_choose_takes_the_best_tail_within_the_degraded_budget() -> None:
     assert choose(rows, 0.05)["p99.9"] == 12.0
     assert choose(rows, 0.5)["p99.9"] == 10.0
     assert choose(rows[:1], 0.05)["degraded"] == 0.2  # nothing within budget: the least degraded
+
+
+def test_the_tuner_keeps_parm_within_the_fault_free_degraded_budget() -> None:
+    """The lowest-tail grace degrades 4% of the answers even without faults: a 1% budget must refuse it."""
+    calls: list[tuple[str, float, bool]] = []
+
+    def run(policy: str, knobs: dict[str, float], faults: bool) -> dict:
+        grace = knobs.get("grace_ms", 0.0)
+        calls.append((policy, grace, faults))
+        # Below 5 ms 4% of the answers are reconstructed, faults or not; from 5 ms on, 0.5% / 0.2%.
+        degraded = 0.0 if policy == "equal" else 0.04 if grace < 5 else 0.005 if faults else 0.002
+        return {**knobs, "p50": 5.0, "p99.9": 20.0 + grace, "degraded": degraded,
+                "extra_load": 0.5, "_latency": np.linspace(0.004, 0.03, 200)}
+
+    setup = MapSetup(k=2, n=4, service=SERVICE)
+    chosen = tune_all(setup, 0.5, ("equal", "parm"), run=run)["parm"]
+    assert {c[2] for c in calls if c[0] == "parm"} == {True, False}  # judged with and without faults
+    assert chosen["knobs"]["grace_ms"] == 5.0 and chosen["budget_met"]  # the smallest grace within 1%
+    assert chosen["unbudgeted"]["grace_ms"] == 0.0  # what a faulty-trace-only tuner would have kept
+    assert tune_all(replace(setup, degraded_budget=0.05), 0.5, ("parm",), run=run)["parm"]["knobs"] == {"grace_ms": 0.0}
+    rows = [{"p99.9": 10.0, "p50": 5.0, "degraded": 0.0, "degraded_no_faults": 0.3},
+            {"p99.9": 11.0, "p50": 5.0, "degraded": 0.0, "degraded_no_faults": 0.2}]
+    assert choose(rows, 0.05, 0.01)["p99.9"] == 11.0  # none within budget: the least degraded without faults
 
 
 def _rows(tails: dict[str, list[float]], us=(0.1, 0.5, 0.9), k: int = 2) -> list[dict]:
@@ -125,12 +165,26 @@ def test_crossovers_are_interpolated_and_compared_within_ten_points() -> None:
     assert t["tail_target_met"] and t["best_ratio"] == 0.5 and t["lost"] == 0
 
 
+def test_a_crossover_counts_only_outside_the_cells_run_to_run_spread() -> None:
+    """parm's pooled tail dips below the hedge's at 0.5, but one of its three runs says the opposite."""
+    rows = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 9, 40], "equal": [50] * 3})
+    for r in rows:
+        r["p999_runs"] = [r["p99.9"]] * 3
+    assert crossovers(rows, 2, "parm") == pytest.approx([0.5 + 0.4 * math.log(10 / 9) / math.log(40 / 9)], abs=1e-3)
+    noisy = next(r for r in rows if r["policy"] == "parm" and r["utilisation"] == 0.5)
+    noisy["p999_runs"] = [7.0, 9.0, 12.0]  # the spread straddles the hedge's 10 ms
+    gaps = tail_gaps(rows, 2, "parm")
+    assert [g["significant"] for g in gaps] == [True, False, True]
+    # Only the significant points 0.1 (-0.69) and 0.9 (+1.39) remain: one crossing between them.
+    assert crossovers(rows, 2, "parm") == pytest.approx([0.1 + 0.8 * math.log(2) / math.log(8)], abs=1e-3)
+
+
 def test_every_policy_is_tuned_on_the_tuning_trace_and_reported_on_the_test_trace() -> None:
     setup = MapSetup(k=2, n=4, service=SERVICE, faults=FaultConfig(families=PAPER_FAMILIES), tune_queries=800,
                      test_queries=800)
     rows = sim_map(setup, utilisations=(0.3,), policies=("equal", "hedge", "parm"))
     by = {r["policy"]: r for r in rows}
-    assert len(by["hedge"]["tuning"]) >= 8 and len(by["parm"]["tuning"]) == 6
+    assert len(by["hedge"]["tuning"]) >= 8 and len(by["parm"]["tuning"]) == 7
     tuned = by["hedge"]["knobs"]["hedge_ms"]
     best = min(by["hedge"]["tuning"], key=lambda t: t["p99.9"])
     assert tuned == best["hedge_ms"]
@@ -173,3 +227,35 @@ def test_the_committed_policy_map_is_a_rendered_page() -> None:
     if not (RESULTS / "policy_map.md").is_file():
         pytest.skip("no committed policy map yet")
     assert RESULTS / "policy_map.md" in pages()  # so tests/test_results.py re-renders it from its JSON
+
+
+def test_the_empirical_service_time_draws_the_measured_distribution() -> None:
+    rng = np.random.default_rng(1)
+    # Bimodal with rare preemptions, like a sub-millisecond CPU pass: 80% at 40 us, 19% at 60 us, 1% at 400 us.
+    ones = np.concatenate([np.full(1600, 40e-6), np.full(380, 60e-6), np.full(20, 400e-6)]) * rng.uniform(1, 1.02, 2000)
+    table = ServiceTime.empirical({1: ones, 2: ones * 1.5})
+    assert table.median_s == pytest.approx(np.median(ones)) and table.per_item_s == pytest.approx(0.5 * table.median_s)
+    drawn = table.scaled(0.01).draw(rng, 200_000)
+    for q in (0.5, 0.9, 0.995):
+        assert np.quantile(drawn, q) / 0.01 == pytest.approx(np.quantile(ones, q) / table.median_s, rel=0.05)
+    assert table.mean_s() == pytest.approx(float(np.mean(ones)), rel=0.03)
+    assert ServiceTime.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    with pytest.raises(ValueError, match="sorted positive ratios"):
+        ServiceTime(0.01, table=(2.0, 1.0))
+
+
+def test_the_real_section_shows_each_ratio_with_its_run_to_run_range(tmp_path: Path) -> None:
+    rows = _rows({"hedge": [10, 10, 10], "hedge-spare": [20, 20, 20], "parm": [5, 9, 40], "equal": [50] * 3})
+    for r in rows:
+        r.update(p999_runs=[r["p99.9"]] * 2, degraded=0.0, extra_load=0.0, knobs={}, rate=100.0)
+    next(r for r in rows if r["policy"] == "parm" and r["utilisation"] == 0.5)["p999_runs"] = [7.0, 12.0]
+    data = {"kind": "real", "command": "python scripts/policy_map.py --real", "date": "2026-12-02",
+            "loadavg": [0.5, 0.6], "service": {"model": ServiceTime(0.01, table=(0.9, 1.0, 3.0)).to_dict()},
+            "faults": {"families": [], "crash_rate_hz": 0.05}, "wall_s": 600.0,
+            "maps": [{"k": 2, "n": 4, "net_ms": 0.6, "occupancy_ms": 0.55, "real": rows, "sim": rows}]}
+    (tmp_path / "policy_map_real.json").write_text(json.dumps(data))
+    page = write_page(tmp_path).read_text()
+    assert "pooled over 2 runs per cell" in page and "occupancy 0.55 ms" in page
+    assert "| 2 | parm | real | 0.50× (0.50–0.50) | ~0.90× (0.70–1.20) | 4.00× (4.00–4.00) |" in page
+    # Between the significant 0.1 (0.5x) and 0.9 (4x), log-linearly: 0.1 + 0.8 * log 2 / log 8 = 37%; 0.5 is ignored.
+    assert "k=2: parm crosses the best tuned hedge at utilisation 37%" in page

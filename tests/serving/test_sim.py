@@ -97,3 +97,27 @@ def test_compare_replays_the_trace_and_flags_a_run_outside_the_tolerance(tmp_pat
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"args": args, "rows": rows}))
     assert not compare([bad], tolerance=0.25, net_ms=None)
+
+
+def test_a_stuck_query_is_counted_lost_at_the_deadline_instead_of_hanging_the_run() -> None:
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    from parm.serving.loadgen import run_poisson
+
+    class Frontend:  # answers every query at once except the third, which never returns
+        calls = 0
+
+        async def predict(self, x: torch.Tensor) -> SimpleNamespace:
+            Frontend.calls += 1
+            if Frontend.calls == 3:
+                await asyncio.Event().wait()
+            return SimpleNamespace(latency_s=0.001, degraded=False, output=torch.zeros(2))
+
+    start = time.perf_counter()
+    result = asyncio.run(run_poisson(Frontend(), torch.zeros(5, 2), 1000.0, 0, deadline_s=0.3))  # type: ignore[arg-type]
+    assert time.perf_counter() - start < 20
+    assert result.summary()["lost"] == 1 and np.isnan(result.latency[2])

@@ -47,8 +47,12 @@ class RunResult:
 
 
 async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float, seed: int,
-                      on_answer: Callable[[], None] | None = None) -> RunResult:
-    """Send ``queries`` (``(n, *input_shape)``) at Poisson times of rate ``rate_hz``, open loop."""
+                      on_answer: Callable[[], None] | None = None, deadline_s: float | None = None) -> RunResult:
+    """Send ``queries`` (``(n, *input_shape)``) at Poisson times of rate ``rate_hz``, open loop.
+
+    ``deadline_s``: a query still unanswered this long after the run started is given up and counted lost
+    (None: wait for every answer), so a stuck request shows in the results instead of hanging the run.
+    """
     n = len(queries)
     gaps = np.random.default_rng(seed).exponential(1 / rate_hz, size=n)
     arrivals = np.cumsum(gaps) - gaps[0]
@@ -76,7 +80,13 @@ async def run_poisson(frontend: Frontend, queries: torch.Tensor, rate_hz: float,
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(i)))
-    await asyncio.gather(*tasks)
+    if deadline_s is None:
+        await asyncio.gather(*tasks)
+    else:
+        _, stuck = await asyncio.wait(tasks, timeout=max(0.0, start + deadline_s - time.perf_counter()))
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
     dim = next((o.numel() for o in outputs if o is not None), 1)
     table = np.full((n, dim), np.nan, dtype=np.float32)
     for i, output in enumerate(outputs):

@@ -8,11 +8,20 @@ Pages cite them in :mod:`parm.results` render blocks: ``policy_map_real <file>``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from parm.results import render_page, renderer
-from parm.serving.policy_map import CODED, best_hedge, compare_crossovers, crossovers, targets
+from parm.serving.policy_map import (
+    CODED,
+    best_hedge,
+    compare_crossovers,
+    crossovers,
+    knobs_of,
+    tail_gaps,
+    targets,
+)
 
 PAGE = """# Policy map: when parm beats a tuned hedge
 
@@ -77,7 +86,13 @@ def _targets_lines(rows: list[dict]) -> list[str]:
         lines.append(f"- degraded share without faults, parm policies at their tuned settings: at most "
                      f"{100 * t['max_degraded_no_faults']:.1f}% (target ≤ 1%: "
                      f"**{'met' if t['max_degraded_no_faults'] <= 0.01 else 'missed'}**)")
+        over = [r for r in rows if r.get("budget_met") is False]
+        if over:
+            lines[-1] += ("; no setting met the budget on the tuning trace at " + ", ".join(
+                f"k={r['k']} {100 * r['utilisation']:.0f}% {r['policy']} (its N model instances offered "
+                f"{100 * r['utilisation'] * (1 + r['r'] / r['k']):.0f}% of their capacity)" for r in over))
     lines.append(f"- lost queries over all cells: {t['lost']}")
+    lines += _budget_lines(rows)
     for k in sorted({r["k"] for r in rows}):
         for policy in CODED:
             if any(r["k"] == k and r["policy"] == policy for r in rows):
@@ -86,15 +101,75 @@ def _targets_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _budget_lines(rows: list[dict]) -> list[str]:
+    """What the degraded-answer budget cost: cells where it changed the tuned setting, and their tails."""
+    coded = [r for r in rows if "unbudgeted" in r]
+    if not coded:
+        return []
+    changed = [r for r in coded if knobs_of(r["unbudgeted"]) != r["knobs"]]
+    lines = [f"- degraded-answer budget (fault-free tuning trace): met by the chosen setting in "
+             f"{sum(bool(r['budget_met']) for r in coded)} of {len(coded)} coded cells; it changed the setting in "
+             f"{len(changed)}"]
+    for r in changed:
+        free = r["unbudgeted"]
+        knobs = {k: free[k] for k in ("grace_ms", "hedge_ms") if k in free}
+        test = free.get("test")
+        where, tail = ("test", test["p99.9"]) if test else ("tuning", free["p99.9"])
+        lines.append(f"  - k={r['k']}, {100 * r['utilisation']:.0f}%, {r['policy']}: {_knobs(r['knobs'])} "
+                     f"(p99.9 {r['p99.9']:.1f} ms) instead of {_knobs(knobs)} (p99.9 {tail:.1f} ms on the {where} "
+                     f"trace, {100 * free.get('degraded_no_faults', 0.0):.1f}% degraded without faults): "
+                     f"{r['p99.9'] / tail:.2f}× the tail")
+    return lines
+
+
 def _header(data: dict) -> list[str]:
     load = " / ".join(f"{x:.2f}" for x in data.get("loadavg", []))
-    svc = data["service"]["model"]
     return [f"`{data['command']}` ({data['date']}, load average before / after: {load}; wall {data['wall_s']:.0f} s)",
             "",
-            f"Service time per batch of one: shifted lognormal fitted to real forward passes, median "
-            f"{svc['median_s'] * 1e3:.3g} ms, floor {svc['floor']:.2f}× the median, σ {svc['sigma']:.2f}. Faults: "
+            f"Service time per batch of one: {_service(data['service'])}. Faults: "
             f"{', '.join(f['name'] for f in data['faults']['families'])}, crashes "
             f"{data['faults']['crash_rate_hz']:g}/s per instance; one seeded trace per instance slot."]
+
+
+def _spread_lines(real: list[dict], replayed: list[dict]) -> list[str]:
+    """Each coded policy's p99.9 over the best hedge's per utilisation, with the run-to-run range; a ratio
+    whose runs disagree on which side of 1 it lies is marked ~ and ignored by the crossovers."""
+    repeats = max((len(r.get("p999_runs", [])) for r in real), default=0)
+    if repeats < 2:
+        return ["Each real cell ran once: its run-to-run spread is not measured, so every sign change counts.", ""]
+
+    def fmt(g: dict) -> str:
+        lo, hi = math.exp(min(g["runs"])), math.exp(max(g["runs"]))
+        return f"{'' if g['significant'] else '~'}{math.exp(g['gap']):.2f}× ({lo:.2f}–{hi:.2f})"
+
+    out = [f"p99.9 over the best tuned hedge's, pooled over {repeats} runs per cell (range of the single runs); "
+           f"~: the runs disagree on the side of 1, the point is ignored by the crossovers.", "",
+           "| k | policy | source | " + " | ".join(f"{100 * g['utilisation']:.0f}%" for g in
+                                                     tail_gaps(real, real[0]["k"], "parm")) + " |"]
+    out.append("|" + "---|" * (3 + len(tail_gaps(real, real[0]["k"], "parm"))))
+    for k in sorted({r["k"] for r in real}):
+        for policy in CODED:
+            for name, rows in (("real", real), ("replay", replayed)):
+                gaps = tail_gaps(rows, k, policy)
+                if gaps:
+                    out.append(f"| {k} | {policy} | {name} | " + " | ".join(fmt(g) for g in gaps) + " |")
+    return out + [""]
+
+
+def _service(service: dict) -> str:
+    """How the service time was drawn: the measured table (with its load) or the older lognormal fit."""
+    from parm.serving.service import ServiceTime
+
+    svc = ServiceTime.from_dict(service["model"])
+    if not svc.table:
+        return (f"shifted lognormal fitted to real forward passes, median {svc.median_s * 1e3:.3g} ms, floor "
+                f"{svc.floor:.2f}× the median, σ {svc.sigma:.2f}")
+    measured = service.get("measured", {})
+    where = (f" (`{measured['command']}`, {measured['date']}, load average {measured['loadavg'][0]:.2f})"
+             if "command" in measured else "")
+    tail = ", ".join(f"p{q} {svc.quantile_s(q / 100) / svc.median_s:.2f}×" for q in (90, 99, 99.9))
+    return (f"drawn from the measured distribution of real forward passes{where}, scaled to a median of "
+            f"{svc.median_s * 1e3:.3g} ms: {tail} the median")
 
 
 @renderer("policy_map_real")
@@ -102,14 +177,18 @@ def real_section(data: dict, args: list[str], folder: Path | None = None) -> str
     """The real bench's section: header, targets, crossover check against the replay, tables per k."""
     rows, replayed = rows_of(data, "real"), rows_of(data, "sim")
     out = ["", *_header(data), ""]
-    out += [f"N = {data['maps'][0]['n']}; cost per request calibrated: "
-            + ", ".join(f"k={m['k']} {m['net_ms']:.2f} ms" for m in data["maps"]) + ".", ""]
+    out += [f"N = {data['maps'][0]['n']}; calibrated per request: "
+            + ", ".join(f"k={m['k']} cost {m['net_ms']:.2f} ms" + (f", occupancy {m['occupancy_ms']:.2f} ms"
+                                                                  if "occupancy_ms" in m else "")
+                        for m in data["maps"]) + " (cost: a delay; occupancy: time a worker holds a request "
+            "beyond its service time, measured at 1.5× capacity; the replay queues it).", ""]
     out += _targets_lines(rows) + [""]
     check = compare_crossovers(rows, replayed)
     out += [f"Simulator replay of the same cells (same seeds), crossovers within ±"
             f"{check['tolerance_points']:.0f} points: **{'pass' if check['pass'] else 'FAIL'}**"]
     out += [f"- k={c['k']} {c['policy']}: real {_pct(c['real'])}, simulated {_pct(c['sim'])}"
             for c in check["cells"]] + [""]
+    out += _spread_lines(rows, replayed)
     for m in data["maps"]:
         out += [f"### k = {m['k']}, real", "", *table(m["real"]), ""]
         out += [f"### k = {m['k']}, simulator replay", "", *table(m["sim"]), ""]
@@ -133,7 +212,7 @@ def sim_section(data: dict, args: list[str], folder: Path | None = None) -> str:
 def fact(data: dict, args: list[str], folder: Path | None = None) -> str:
     """One figure for a sentence: ``crossover <k> [policy]``, ``best_ratio``, ``ratio <k> <u> <policy>``,
     ``cell <k> <u> <policy> <column>``, ``hedge <k> <u> <column>`` (the best tuned hedge's), ``loadavg``,
-    ``compare`` (real maps)."""
+    ``degraded_no_faults``, ``budget_cost``, ``service``, ``compare`` (real maps)."""
     rows = rows_of(data, "real" if data.get("kind") == "real" else "rows")
     what = args[0] if args else ""
     if what == "crossover":
@@ -144,6 +223,17 @@ def fact(data: dict, args: list[str], folder: Path | None = None) -> str:
         return f"{min(data['loadavg']):.1f}–{max(data['loadavg']):.1f}"
     if what == "best_ratio":
         return f"{targets(rows)['best_ratio']:.2f}"
+    if what == "degraded_no_faults":  # the most any coded cell reconstructed without faults
+        return f"{100 * targets(rows)['max_degraded_no_faults']:.1f}%"
+    if what == "budget_cost":  # the range of budgeted / unbudgeted p99.9 over cells where the budget changed it
+        costs = [r["p99.9"] / r["unbudgeted"].get("test", r["unbudgeted"])["p99.9"] for r in rows
+                 if "unbudgeted" in r and knobs_of(r["unbudgeted"]) != r["knobs"]]
+        return f"{min(costs):.2f}–{max(costs):.2f}×" if costs else "no change"
+    if what == "service":  # the service time's tail, relative to its median
+        from parm.serving.service import ServiceTime
+
+        svc = ServiceTime.from_dict(data["service"]["model"])
+        return ", ".join(f"p{q} {svc.quantile_s(q / 100) / svc.median_s:.2f}×" for q in (90, 99, 99.9))
     if what == "ratio":  # ratio <k> <utilisation> <policy>: its p99.9 over the best tuned hedge's
         k, u = int(args[1]), float(args[2])
         mine = next(r for r in rows if r["k"] == k and r["utilisation"] == u and r["policy"] == args[3])

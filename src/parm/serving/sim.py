@@ -13,7 +13,9 @@ takes a service time (fixed ``service_s``, or drawn from a fitted :class:`~parm.
 stretched by the instance's fault trace (:func:`parm.serving.faults.draw_plan`: slow periods, pauses)
 at its start; a running batch is never aborted. A crash fails every request the instance holds (the
 frontend decodes or re-sends them, as with a closed worker connection) and takes the instance out for
-``restart_s``. Every request adds ``net_s`` (frontend + loopback cost, measured on the real system).
+``restart_s``. Every request adds ``net_s`` (frontend + loopback cost, measured on the real system), and
+every batch holds its instance ``occupancy_s`` beyond its service time (the worker's own per-request
+cost: IPC, timer overshoot, Python; measured at saturation on the real system): a delay that queues.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class SimConfig:
         service, parity_service: fitted service-time distributions of F and F_P (``parity_service``
             None: the same as ``service``).
         max_batch: requests per batch.
-        net_s: cost of one frontend -> instance -> frontend round trip on top of service.
+        net_s: cost of one frontend -> instance -> frontend round trip on top of service (a pure delay).
+        occupancy_s: time an instance stays busy with each batch beyond its service time (it queues).
         group_timeout_s, decode_grace_s, hedge_delay_s: as in :class:`~parm.serving.frontend.FrontendConfig`.
         faults: the fault process; restart_s: how long a crashed instance is out; seed: seeds arrivals,
             fault traces and service draws.
@@ -66,6 +69,7 @@ class SimConfig:
     parity_service: ServiceTime | None = None
     max_batch: int = 8
     net_s: float = 0.0005
+    occupancy_s: float = 0.0
     group_timeout_s: float = 0.05
     decode_grace_s: float = 0.002
     hedge_delay_s: float = 0.01
@@ -272,7 +276,7 @@ class Simulator:
             return
         inst.busy = True
         self.ran += len(batch)
-        self._push(t + inst.batch_s(t, len(batch)), FINISH, (inst, batch, inst.epoch))
+        self._push(t + inst.batch_s(t, len(batch)) + self.c.occupancy_s, FINISH, (inst, batch, inst.epoch))
 
     def _finish(self, t: float, payload: tuple[_Instance, list, int]) -> None:
         inst, batch, epoch = payload
