@@ -64,8 +64,34 @@ class RayBenchConfig:
     seed: int = 0
 
 
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by ``root`` (default: this process) and its descendants."""
+# Process kinds of the CPU split, by command line (first match wins); the root process is "driver".
+KINDS = (
+    ("serve replicas", "ray::ServeReplica"),
+    ("serve controller", "ray::ServeController"),
+    ("serve proxies", "ray::ProxyActor"),
+    ("gcs", "gcs_server"),
+    ("raylets", "/raylet"),
+    ("dashboard and agents", "agent"),
+    ("log monitors", "log_monitor"),
+    ("autoscaler monitor", "monitor.py"),
+    ("idle ray workers", "ray::IDLE"),
+)
+
+
+def _kind(pid: int, root: int) -> str:
+    if pid == root:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((kind for kind, marker in KINDS if marker in cmd), "local workers" if "python" in cmd else "other")
+
+
+def cpu_snapshot(root: int | None = None) -> dict[int, tuple[str, float]]:
+    """``pid -> (kind, CPU seconds so far)`` of ``root`` (default: this process) and its descendants."""
+    root = root or os.getpid()
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -76,13 +102,31 @@ def tree_cpu_s(root: int | None = None) -> float:
             except (OSError, IndexError):
                 continue
             stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    found, frontier = {root or os.getpid()}, [root or os.getpid()]
+    found, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
         children = [p for p, (pp, _) in stats.items() if pp == parent and p not in found]
         found.update(children)
         frontier += children
-    return sum(stats[p][1] for p in found if p in stats)
+    return {p: (_kind(p, root), stats[p][1]) for p in found if p in stats}
+
+
+def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per process kind between two snapshots.
+
+    A process alive at both counts its difference, one started in between all of its CPU; one that
+    died in between counts nothing (its CPU left with it), so a cell where replicas die under-counts.
+    """
+    out: dict[str, float] = {}
+    for pid, (kind, cpu) in after.items():
+        used = cpu - before[pid][1] if pid in before else cpu
+        out[kind] = out.get(kind, 0.0) + max(0.0, used)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by ``root`` (default: this process) and its descendants."""
+    return sum(cpu for _, cpu in cpu_snapshot(root).values())
 
 
 def pools(instances: Sequence[Instance], n: int, extra: int) -> dict[str, list[Instance]]:
@@ -111,7 +155,7 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     if on_change is not None:
         on_change[:] = [pool.notify]
     frontend = Frontend(pool, code, config)
-    load0, cpu0, t0 = os.getloadavg()[0], tree_cpu_s(), time.perf_counter()
+    load0, cpu0, t0 = os.getloadavg()[0], cpu_snapshot(), time.perf_counter()
     fault_task = None
     if fault is not None:
         fault_task = asyncio.get_running_loop().call_later(len(queries) / rate / 4, fault)
@@ -120,12 +164,14 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
         result = await asyncio.wait_for(run_poisson(frontend, queries, rate, cfg.seed), limit)
     except asyncio.TimeoutError as e:
         raise RuntimeError(f"{policy} at {rate:g} q/s: queries still unanswered after {limit:.0f} s") from e
-    cpu, wall = tree_cpu_s() - cpu0, time.perf_counter() - t0
+    split, wall = cpu_split(cpu0, cpu_snapshot()), time.perf_counter() - t0
+    cpu = sum(split.values())
     await frontend.close()
     if fault_task is not None:
         fault_task.cancel()
     answered = max(1, int((~np.isnan(result.latency)).sum()))
-    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall, "load_start": load0,
+    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall,
+             "cpu_ms_by_kind": {kind: used / answered * 1e3 for kind, used in split.items()}, "load_start": load0,
              "load_end": os.getloadavg()[0]}
     return {"result": result, **extra}, frontend
 
@@ -135,19 +181,21 @@ def _row(backend: str, scenario: str, policy: str, rate: float, cell: dict[str, 
     s = frontend.stats
     summary = cell["result"].summary(labels)
     return {"backend": backend, "scenario": scenario, "policy": policy, "rate": rate, **summary,
-            "cpu_ms_per_query": cell["cpu_ms_per_query"], "answered": cell["answered"], "wall_s": cell["wall_s"],
+            "cpu_ms_per_query": cell["cpu_ms_per_query"], "cpu_ms_by_kind": cell["cpu_ms_by_kind"],
+            "answered": cell["answered"], "wall_s": cell["wall_s"],
             "load_start": cell["load_start"],
             "load_end": cell["load_end"], "resent": s.resent, "instance_errors": s.instance_errors}
 
 
 async def _local_reference(base: str, parity: str, code: Code, cfg: RayBenchConfig, queries: torch.Tensor,
-                           labels: np.ndarray) -> list[dict[str, Any]]:
-    """The fault-free cells on local worker processes: the run's own reference."""
+                           labels: np.ndarray, idle: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """The fault-free cells on local worker processes: the run's own reference (and ``idle["local"]``)."""
     k, r = code.spec.k, code.spec.r
     backend = LocalBackend(specs(base, parity, cfg, r, k))
     await backend.start()
     rows = []
     try:
+        idle["local"] = await _idle_cpu_per_s()
         for rate in cfg.rates:
             for policy in cfg.policies:
                 pool = pools(backend.instances, cfg.n_model, cfg.n_model * r // k)[policy]
@@ -159,11 +207,12 @@ async def _local_reference(base: str, parity: str, code: Code, cfg: RayBenchConf
     return rows
 
 
-async def _idle_cpu_per_s(seconds: float = 5.0) -> float:
-    """CPU seconds per second that the cluster and this process use while no query arrives."""
-    cpu0, t0 = tree_cpu_s(), time.perf_counter()
+async def _idle_cpu_per_s(seconds: float = 5.0) -> dict[str, float]:
+    """CPU seconds per second, per process kind, that the cluster and this process use while no query arrives."""
+    cpu0, t0 = cpu_snapshot(), time.perf_counter()
     await asyncio.sleep(seconds)
-    return (tree_cpu_s() - cpu0) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return {kind: used / wall for kind, used in cpu_split(cpu0, cpu_snapshot()).items()}
 
 
 async def _wait_alive(instances: Sequence[RayInstance], timeout_s: float = 120) -> None:
@@ -224,8 +273,9 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
 
     ``on_row`` sees each Ray row as soon as its cell ends (the benchmark prints it).
     """
-    rows = await _local_reference(base, parity, code, cfg, queries, labels) if "none" in cfg.scenarios else []
-    timing: dict[str, float] = {"local_idle_cpu_per_s": await _idle_cpu_per_s()}
+    idle: dict[str, dict[str, float]] = {}
+    rows = await _local_reference(base, parity, code, cfg, queries, labels, idle) if "none" in cfg.scenarios else []
+    timing: dict[str, float] = {}
     t0 = time.perf_counter()
     cluster = LocalCluster(nodes=cfg.nodes)
     with cluster:
@@ -234,7 +284,7 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
         t1 = time.perf_counter()
         await backend.start()
         timing["deploy_to_ready_s"] = time.perf_counter() - t1
-        timing["idle_cpu_per_s"] = await _idle_cpu_per_s()
+        idle["ray"] = await _idle_cpu_per_s()
         try:
             rows += await _ray_cells(backend, cluster, code, cfg, queries, labels, on_row)
         finally:
@@ -243,7 +293,9 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
             timing["delete_s"] = time.perf_counter() - t2
         t3 = time.perf_counter()
     timing["cluster_shutdown_s"] = time.perf_counter() - t3
-    return {"rows": rows, "timing": timing, "replicas": len(backend.instances)}
+    timing |= {f"{name}_idle_cpu_per_s".removeprefix("ray_"): sum(split.values()) for name, split in idle.items()}
+    timing.setdefault("local_idle_cpu_per_s", 0.0)
+    return {"rows": rows, "timing": timing, "idle_cpu_by_kind": idle, "replicas": len(backend.instances)}
 
 
 def render(data: dict[str, Any]) -> str:
