@@ -36,6 +36,10 @@ from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placemen
 # uncoded one) is re-sent then.
 LATENCY_BOUND_S = 2.0
 NODE_LOSS_BOUND_S = 3.0
+# Ray fails a call to a dead actor within milliseconds; Serve's restart takes seconds (a new worker
+# process imports torch and parm). A bound between the two shows the death was noticed by the
+# replica's watch call, not by a poll of Serve or by the restart.
+DEATH_NOTICED_BOUND_S = 1.5
 
 
 class Deployed:
@@ -232,7 +236,26 @@ def test_replica_kill_loses_nothing_and_never_waits_for_the_restart(deployed: De
 
     results, _ = _serve(deployed, 80, kill)
     assert _worst_s(results) < LATENCY_BOUND_S
-    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)  # Serve reports it dead within seconds
+    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)
+    _wait_back(deployed, victim)
+    assert victim.pid != pid
+
+
+@pytest.mark.slow
+def test_idle_replica_death_is_noticed_at_once_not_at_its_restart(deployed: Deployed) -> None:
+    """No query in flight: the replica's watch call alone marks it down, long before Serve restarts it."""
+    victim = deployed.instance("model-3")
+    downs, pid = victim.downs, victim.pid
+    assert pid is not None and victim.alive
+    # The backend's monitor only looks for dead nodes (this one's is alive) and probes down instances.
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)
+    noticed_s = time.monotonic() - t0
+    assert noticed_s < DEATH_NOTICED_BOUND_S, f"noticed {noticed_s:.2f} s after the kill"
+    assert not victim.alive
+    results, frontend = _serve(deployed, 20, None)  # new queries avoid it: none waits for the restart
+    assert _worst_s(results) < LATENCY_BOUND_S and frontend.stats.instance_errors == 0
     _wait_back(deployed, victim)
     assert victim.pid != pid
 
