@@ -71,7 +71,9 @@ KINDS = (
     ("serve proxies", "ray::ProxyActor"),
     ("gcs", "gcs_server"),
     ("raylets", "/raylet"),
-    ("dashboard and agents", "agent"),
+    ("dashboard agents", "ray::DashboardAgent"),
+    ("runtime-env agents", "ray::RuntimeEnvAgent"),
+    ("dashboard (API server)", "dashboard/dashboard.py"),
     ("log monitors", "log_monitor"),
     ("autoscaler monitor", "monitor.py"),
     ("idle ray workers", "ray::IDLE"),
@@ -86,7 +88,8 @@ def _kind(pid: int, root: int) -> str:
             cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "other"
-    return next((kind for kind, marker in KINDS if marker in cmd), "local workers" if "python" in cmd else "other")
+    local = "multiprocessing" in cmd  # the local backend's worker processes (spawned)
+    return next((kind for kind, marker in KINDS if marker in cmd), "local workers" if local else "other")
 
 
 def cpu_snapshot(root: int | None = None) -> dict[int, tuple[str, float]]:
@@ -236,34 +239,54 @@ def _fault(scenario: str, pool: Sequence[Instance], cluster: LocalCluster) -> Ca
     return None
 
 
+async def _ray_cell(backend: RayBackend, cluster: LocalCluster, code: Code, cfg: RayBenchConfig, scenario: str,
+                    policy: str, rate: float, queries: torch.Tensor, labels: np.ndarray, label: str = "ray") -> dict:
+    """One cell on the deployment: arm the scenario's faults, serve, disarm, wait until all are back."""
+    pool = pools(backend.instances, cfg.n_model, cfg.n_model * code.spec.r // code.spec.k)[policy]
+    duration = len(queries) / rate + 10
+    faults = cfg.faults if scenario == "slow" else FaultConfig(
+        crash_rate_hz=cfg.crash_rate if scenario == "crash" else 0.0)
+    await asyncio.gather(*(inst.set_faults(draw_plan(faults, duration, cfg.seed, slot), time.time())
+                           for slot, inst in enumerate(pool) if isinstance(inst, RayInstance)))
+    downs = sum(i.downs for i in backend.instances)
+    cell, frontend = await _cell(pool, code, cfg, policy, rate, queries, backend.on_change,
+                                 _fault(scenario, pool, cluster))
+    row = _row(label, scenario, policy, rate, cell, labels, frontend)
+    row["marked_down"] = sum(i.downs for i in backend.instances) - downs
+    await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time()) for i in backend.instances))
+    if scenario == "node":
+        cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
+    await _wait_alive(backend.instances)
+    await asyncio.sleep(0.5)
+    return row
+
+
+def _use_actor_calls(backend: RayBackend, on: bool) -> None:
+    """Switch every handle between Ray actor calls (Serve's default) and the gRPC channel the backend uses."""
+    wire = "cloudpickle" if on else "pickle"
+    for inst in backend.instances:
+        if inst.handle is not None:
+            inst.handle = inst.handle.options(_by_reference=on, request_serialization=wire,
+                                              response_serialization=wire)
+
+
 async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg: RayBenchConfig,
                      queries: torch.Tensor, labels: np.ndarray,
                      on_row: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    k, r = code.spec.k, code.spec.r
+    """Every scenario's cells; after the fault-free ones, the same cells with Serve's default actor calls
+    (rows ``ray-actor``): what the gRPC channel saves, measured in the same run."""
     rows = []
     for scenario in [s for s in SCENARIOS if s in cfg.scenarios]:
-        for rate in cfg.rates:
-            for policy in cfg.policies:
-                pool = pools(backend.instances, cfg.n_model, cfg.n_model * r // k)[policy]
-                duration = len(queries) / rate + 10
-                faults = cfg.faults if scenario == "slow" else FaultConfig(
-                    crash_rate_hz=cfg.crash_rate if scenario == "crash" else 0.0)
-                await asyncio.gather(*(inst.set_faults(draw_plan(faults, duration, cfg.seed, slot), time.time())
-                                       for slot, inst in enumerate(pool) if isinstance(inst, RayInstance)))
-                downs = sum(i.downs for i in backend.instances)
-                cell, frontend = await _cell(pool, code, cfg, policy, rate, queries, backend.on_change,
-                                             _fault(scenario, pool, cluster))
-                row = _row("ray", scenario, policy, rate, cell, labels, frontend)
-                row["marked_down"] = sum(i.downs for i in backend.instances) - downs
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-                await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time())
-                                       for i in backend.instances))
-                if scenario == "node":
-                    cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
-                await _wait_alive(backend.instances)
-                await asyncio.sleep(0.5)
+        variants = [("ray", False), ("ray-actor", True)] if scenario == "none" else [("ray", False)]
+        for label, actor_calls in variants:
+            _use_actor_calls(backend, actor_calls)
+            for rate in cfg.rates:
+                for policy in cfg.policies:
+                    rows.append(await _ray_cell(backend, cluster, code, cfg, scenario, policy, rate, queries,
+                                                labels, label))
+                    if on_row is not None:
+                        on_row(rows[-1])
+            _use_actor_calls(backend, not backend.settings.grpc)
     return rows
 
 
@@ -311,11 +334,12 @@ def render(data: dict[str, Any]) -> str:
              f"shutdown: applications deleted in {t['delete_s']:.1f} s, cluster stopped in "
              f"{t['cluster_shutdown_s']:.1f} s. Idle (no queries), the Ray cluster and this process use "
              f"{t['idle_cpu_per_s']:.2f} CPU-s/s (the local backend {t['local_idle_cpu_per_s']:.2f}); "
-             "*marginal* CPU per query below subtracts that idle use over the cell's duration. CPU is summed over "
-             "the processes alive at the end of a cell, so cells where processes die (crash, kill, node) under-count "
-             "it (even below zero); compare CPU on the no-fault rows only.", ""]
+             "*marginal* CPU per query below subtracts that idle use over the cell's duration. CPU is summed per "
+             "process over the cell; a process that dies during a cell (crash, kill, node) takes its CPU with it, "
+             "so those cells under-count; compare CPU on the no-fault rows only.", ""]
     for line in _ratios(rows, t):
         lines.append(f"- {line}")
+    lines += ["", *_cpu_split_table(rows, data.get("idle_cpu_by_kind", {}))]
     lines += ["", "| backend | scenario | policy | rate | p50 ms | p99 ms | p99.9 ms | degraded | lost | re-sent "
               "| CPU ms/query | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -336,11 +360,37 @@ def _ratios(rows: list[dict[str, Any]], t: dict[str, float]) -> list[str]:
     out = []
     for r in rows:
         ref = local.get((r["policy"], r["rate"]))
-        if r["backend"] == "ray" and r["scenario"] == "none" and ref is not None:
+        if r["backend"].startswith("ray") and r["scenario"] == "none" and ref is not None:
             ray_m, local_m = marginal_cpu_ms(r, t["idle_cpu_per_s"]), marginal_cpu_ms(ref, t["local_idle_cpu_per_s"])
-            out.append(f"{r['policy']} at {r['rate']:g} q/s, no faults: Ray/local CPU per query "
+            out.append(f"{r['backend']} {r['policy']} at {r['rate']:g} q/s, no faults: Ray/local CPU per query "
                        f"{r['cpu_ms_per_query'] / ref['cpu_ms_per_query']:.2f}x "
                        f"({r['cpu_ms_per_query']:.2f} / {ref['cpu_ms_per_query']:.2f} ms), marginal "
                        f"{ray_m / local_m:.2f}x ({ray_m:.2f} / {local_m:.2f} ms); p99.9 "
                        f"{r['p99.9'] / ref['p99.9']:.2f}x ({r['p99.9']:.1f} / {ref['p99.9']:.1f} ms)")
     return out
+
+
+def _cpu_split_table(rows: list[dict[str, Any]], idle: dict[str, dict[str, float]]) -> list[str]:
+    """Where the CPU of each fault-free cell went, per process kind (ms per answered query)."""
+    cells = [r for r in rows if r["scenario"] == "none" and "cpu_ms_by_kind" in r]
+    if not cells:
+        return []
+    totals: dict[str, float] = {}
+    for r in cells:
+        for kind, ms in r["cpu_ms_by_kind"].items():
+            totals[kind] = totals.get(kind, 0.0) + ms
+    kinds = [k for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 0.005 * len(cells)]
+    lines = ["CPU per query by process kind, fault-free cells (ms per answered query). *driver* is the benchmark's "
+             "process: the frontend, and on Ray also Serve's router and the handle call (``ray``: a gRPC call "
+             "to the replica; ``ray-actor``: a Ray actor task, Serve's default); *serve replicas* run Serve's request "
+             "handling, the batch and the model (on local, *local workers* do); the GCS, raylets, Serve's "
+             "controller and the log monitors are Ray's control plane.", "",
+             "| backend | policy | total | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    for r in cells:
+        split = r["cpu_ms_by_kind"]
+        lines.append(f"| {r['backend']} | {r['policy']} | {r['cpu_ms_per_query']:.2f} | "
+                     + " | ".join(f"{split.get(k, 0.0):.2f}" for k in kinds) + " |")
+    for name, split in idle.items():
+        used = ", ".join(f"{kind} {v:.3f}" for kind, v in split.items() if v >= 0.001)
+        lines += ["", f"Idle ({name}, no queries), CPU-s/s by kind: {used}."]
+    return lines

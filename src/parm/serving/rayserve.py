@@ -43,6 +43,9 @@ from parm.serving.worker import WorkerSpec
 THROUGHPUT_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 for _key, _value in THROUGHPUT_ENV.items():
     os.environ.setdefault(_key, _value)
+# Replicas only: Serve's log lines go to its log files, not also to stderr (which Ray's log monitor
+# tails and publishes through the GCS, a line per query with the access log on).
+QUIET_REPLICA_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0"}
 
 try:
     import ray
@@ -77,6 +80,8 @@ class RaySettings:
         grpc: call replicas over Serve's gRPC channel (handle option ``_by_reference=False``, plain
             pickle both ways) instead of as Ray actor tasks: about 40% less CPU per call for the
             frontend and the replica together (docs/results/ray_latency.md); False: actor calls.
+        access_log: Serve's access log, a line per request in each replica's log (off: those lines,
+            and Ray's log monitor reading them, cost CPU per query).
         shutdown_poll_s: Serve's ``graceful_shutdown_wait_loop_s``: how often a replica being removed
             checks that nothing is in flight (Serve's default 2 s made every removal take 2 s).
     """
@@ -89,6 +94,7 @@ class RaySettings:
     monitor_period_s: float = 1.0
     loopback: bool = True
     grpc: bool = True
+    access_log: bool = False
     shutdown_poll_s: float = 0.1
 
     def __post_init__(self) -> None:
@@ -270,6 +276,11 @@ class RayBackend:
         """Connect to (or start) Ray, deploy every instance at once, and start watching their health."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._start_blocking)
+        if self.settings.grpc:  # options() starts the handle's router: in this loop, not the executor's thread
+            for inst in self.instances:
+                assert inst.handle is not None
+                inst.handle = inst.handle.options(_by_reference=False, request_serialization="pickle",
+                                                  response_serialization="pickle")
         ok = await asyncio.gather(*(i.probe(60.0) for i in self.instances))
         if not all(ok):
             raise InstanceError(f"replicas of {[i.name for i, up in zip(self.instances, ok, strict=True) if not up]} "
@@ -292,13 +303,12 @@ class RayBackend:
                                    name=i.name, route_prefix=None) for i in self.instances]
         handles = serve.run_many(targets)
         for inst, handle in zip(self.instances, handles, strict=True):
-            inst.handle = handle.options(_by_reference=False, request_serialization="pickle",
-                                         response_serialization="pickle") if self.settings.grpc else handle
+            inst.handle = handle
 
     def _deployment(self, inst: RayInstance, node: str | None) -> Any:
         options = dict(self.settings.actor_options)
         runtime_env = dict(options.get("runtime_env") or {})
-        env = dict(THROUGHPUT_ENV)
+        env = {**THROUGHPUT_ENV, **QUIET_REPLICA_ENV}
         if os.environ.get(LOOPBACK_ENV) == "0":  # this process started the cluster bound to loopback
             env[LOOPBACK_REPLICA_ENV] = "1"
         runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
@@ -310,7 +320,8 @@ class RayBackend:
                                 max_ongoing_requests=self.settings.max_ongoing_requests,
                                 health_check_period_s=self.settings.health_check_period_s,
                                 health_check_timeout_s=self.settings.health_check_timeout_s,
-                                graceful_shutdown_wait_loop_s=self.settings.shutdown_poll_s)
+                                graceful_shutdown_wait_loop_s=self.settings.shutdown_poll_s,
+                                logging_config={"enable_access_log": self.settings.access_log})
 
     async def _watch(self) -> None:
         """Mark down instances on dead nodes; bring back down instances whose (restarted) replica answers.
