@@ -9,9 +9,12 @@ One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single
   over another, so a coding group's members and parities can sit on distinct nodes; each instance's
   failure *domain* is its node, and the frontend never puts two requests of a group in one domain
   when another is free. A replica whose node is gone falls back to any other node.
-- **Health.** A failed call, or Serve reporting no running replica, marks the instance down at once:
-  its in-flight requests fail with :class:`InstanceError` (the frontend decodes or re-sends them),
-  and new requests avoid it until a probe call reaches its restarted replica.
+- **Health.** A failed call, the replica's death (noticed through a never-answered *watch* call kept
+  open on it) or its node's marks the instance down at once: its in-flight requests fail with
+  :class:`InstanceError` (the frontend decodes or re-sends them), and new requests avoid it until a
+  probe call reaches its restarted replica.
+- **A lean call path**: replicas are called over Serve's gRPC channel with plain pickle, Serve's
+  access log is off, and replicas keep Serve's log lines out of stderr (which Ray's log monitors tail).
 - **Artifacts through the object store**: the checkpoint's bytes are put in Ray's object store
   once; replicas on any node read them from there, not from a shared path (the parity replicas of a
   Learning-a-Code artifact also get F's bytes: F answers their queries).
@@ -78,8 +81,8 @@ class RaySettings:
         monitor_period_s: how often the backend looks for dead nodes and probes down instances.
         loopback: a cluster started by the backend binds 127.0.0.1 only.
         grpc: call replicas over Serve's gRPC channel (handle option ``_by_reference=False``, plain
-            pickle both ways) instead of as Ray actor tasks: about 40% less CPU per call for the
-            frontend and the replica together (docs/results/ray_latency.md); False: actor calls.
+            pickle both ways) instead of as Ray actor tasks: less CPU per call in the frontend's process
+            and the replica (the ``ray`` vs ``ray-actor`` rows of docs/results/ray_latency.md).
         access_log: Serve's access log, a line per request in each replica's log (off: those lines,
             and Ray's log monitor reading them, cost CPU per query).
         shutdown_poll_s: Serve's ``graceful_shutdown_wait_loop_s``: how often a replica being removed
@@ -203,7 +206,7 @@ class RayInstance(Instance):
 
     def _arm_watch(self) -> None:
         """Keep one never-answered call open on the replica: when the replica dies Ray fails that call
-        within milliseconds and the instance is marked down, whether or not a query was in flight, and
+        at once and the instance is marked down, whether or not a query was in flight, and
         without waiting for Serve's controller (which would queue new calls until the restart)."""
         if self.handle is None or self._watch is not None:
             return
@@ -327,8 +330,8 @@ class RayBackend:
         """Mark down instances on dead nodes; bring back down instances whose (restarted) replica answers.
 
         A replica's own death is noticed by its watch call (:meth:`RayInstance._arm_watch`), not here:
-        this loop used to ask ``serve.status()`` every period, which cost the frontend's process more
-        CPU than 150 queries a second did (Serve rebuilds and pickles every deployment's config for it).
+        this loop used to ask ``serve.status()`` every period, a sixth of the frontend process's CPU
+        samples at 150 q/s in a profile (Serve rebuilds and pickles every deployment's config for it).
         """
         loop = asyncio.get_running_loop()
         period = self.settings.monitor_period_s
