@@ -20,6 +20,7 @@ Ray cluster: GCS, raylets, Serve controller, replicas) during a run, over the qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -127,6 +128,32 @@ def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def thread_snapshot(pids: Sequence[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """``(pid, tid) -> (thread name, CPU seconds so far)`` of every thread of ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        stat = f.read()
+                    fields = stat.rsplit(")", 1)[1].split()
+                    out[(pid, int(tid))] = (stat[stat.index("(") + 1: stat.rindex(")")],
+                                            (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_split(before: dict[tuple[int, int], tuple[str, float]],
+                 after: dict[tuple[int, int], tuple[str, float]], kinds: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per ``"kind: thread name"`` between two :func:`thread_snapshot` calls."""
+    out: dict[str, float] = {}
+    for (pid, tid), (name, cpu) in after.items():
+        key = f"{kinds.get(pid, 'other')}: {name}"
+        out[key] = out.get(key, 0.0) + max(0.0, cpu - before.get((pid, tid), (name, 0.0))[1])
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def tree_cpu_s(root: int | None = None) -> float:
     """CPU seconds (user + system) used so far by ``root`` (default: this process) and its descendants."""
     return sum(cpu for _, cpu in cpu_snapshot(root).values())
@@ -159,6 +186,9 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
         on_change[:] = [pool.notify]
     frontend = Frontend(pool, code, config)
     load0, cpu0, t0 = os.getloadavg()[0], cpu_snapshot(), time.perf_counter()
+    # Threads of the frontend's process and the replicas: which step of the call path costs what.
+    kinds = {pid: kind for pid, (kind, _) in cpu0.items() if kind in ("driver", "serve replicas", "local workers")}
+    threads0 = thread_snapshot(list(kinds))
     fault_task = None
     if fault is not None:
         fault_task = asyncio.get_running_loop().call_later(len(queries) / rate / 4, fault)
@@ -168,6 +198,7 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     except asyncio.TimeoutError as e:
         raise RuntimeError(f"{policy} at {rate:g} q/s: queries still unanswered after {limit:.0f} s") from e
     split, wall = cpu_split(cpu0, cpu_snapshot()), time.perf_counter() - t0
+    threads = thread_split(threads0, thread_snapshot(list(kinds)), kinds)
     cpu = sum(split.values())
     await frontend.close()
     if fault_task is not None:
@@ -175,6 +206,7 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     answered = max(1, int((~np.isnan(result.latency)).sum()))
     extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall,
              "cpu_ms_by_kind": {kind: used / answered * 1e3 for kind, used in split.items()}, "load_start": load0,
+             "cpu_ms_by_thread": {name: used / answered * 1e3 for name, used in threads.items() if used > 0},
              "load_end": os.getloadavg()[0]}
     return {"result": result, **extra}, frontend
 
@@ -185,6 +217,7 @@ def _row(backend: str, scenario: str, policy: str, rate: float, cell: dict[str, 
     summary = cell["result"].summary(labels)
     return {"backend": backend, "scenario": scenario, "policy": policy, "rate": rate, **summary,
             "cpu_ms_per_query": cell["cpu_ms_per_query"], "cpu_ms_by_kind": cell["cpu_ms_by_kind"],
+            "cpu_ms_by_thread": cell["cpu_ms_by_thread"],
             "answered": cell["answered"], "wall_s": cell["wall_s"],
             "load_start": cell["load_start"],
             "load_end": cell["load_end"], "resent": s.resent, "instance_errors": s.instance_errors}
@@ -390,7 +423,15 @@ def _cpu_split_table(rows: list[dict[str, Any]], idle: dict[str, dict[str, float
         split = r["cpu_ms_by_kind"]
         lines.append(f"| {r['backend']} | {r['policy']} | {r['cpu_ms_per_query']:.2f} | "
                      + " | ".join(f"{split.get(k, 0.0):.2f}" for k in kinds) + " |")
+    lines += ["", "The same cells by thread (ms per query, the five costliest): in the frontend's process *python* is "
+              "the event loop (frontend, Serve's router, the gRPC client or the actor-task submission), *worker.io* "
+              "and the *poll* threads are Ray's core worker and gRPC; in a replica the event loop runs Serve's request "
+              "handling, the batch and the model (its thread *ray::IDLE*, named before the worker became a replica; "
+              "*ray::ServeRepli* is its main thread, which receives actor tasks).", ""]
+    for r in cells:
+        top = list(r.get("cpu_ms_by_thread", {}).items())[:5]
+        lines.append(f"- {r['backend']} {r['policy']}: " + ", ".join(f"{name} {ms:.2f}" for name, ms in top))
     for name, split in idle.items():
         used = ", ".join(f"{kind} {v:.3f}" for kind, v in split.items() if v >= 0.001)
-        lines += ["", f"Idle ({name}, no queries), CPU-s/s by kind: {used}."]
+        lines += ["", f"Idle ({name}, no queries), CPU-s/s by kind: {used or 'none above 0.001'}."]
     return lines
