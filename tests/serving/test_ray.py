@@ -26,7 +26,7 @@ from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402
 from parm.serving.frontend import Frontend, FrontendConfig, Prediction  # noqa: E402
 from parm.serving.instance import InstancePool  # noqa: E402
-from parm.serving.raybench import SCENARIOS, render  # noqa: E402
+from parm.serving.raybench import SCENARIOS, cpu_snapshot, cpu_split, render, thread_split  # noqa: E402
 from parm.serving.raycluster import LocalCluster  # noqa: E402
 from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placement  # noqa: E402
 
@@ -141,6 +141,16 @@ def test_ray_latency_page_is_rendered_from_its_json() -> None:
     assert {r["scenario"] for r in data["rows"] if r["backend"] == "ray"} == set(SCENARIOS)
 
 
+def test_cpu_split_counts_each_process_once_and_new_ones_whole() -> None:
+    before = {1: ("driver", 1.0), 2: ("gcs", 5.0), 3: ("serve replicas", 2.0)}
+    after = {1: ("driver", 1.5), 2: ("gcs", 5.25), 4: ("serve replicas", 0.75)}  # 3 died, 4 was started
+    assert cpu_split(before, after) == {"serve replicas": 0.75, "driver": 0.5, "gcs": 0.25}
+    threads = thread_split({(1, 1): ("python", 1.0)}, {(1, 1): ("python", 1.25), (1, 2): ("worker.io", 0.5)},
+                           {1: "driver"})
+    assert threads == {"driver: worker.io": 0.5, "driver: python": 0.25}
+    assert cpu_snapshot()[os.getpid()][0] == "driver"
+
+
 def test_serve_config_exposes_ray_actor_options_and_replica_counts() -> None:
     from omegaconf import OmegaConf
 
@@ -162,6 +172,8 @@ def test_ray_settings_reject_unknown_actor_options() -> None:
         RaySettings(actor_options={"num_cpu": 1})
     with pytest.raises(ValueError, match="positive health-check"):
         RaySettings(monitor_period_s=0)
+    with pytest.raises(ValueError, match="positive health-check.*shutdown_poll_s=0"):
+        RaySettings(shutdown_poll_s=0)
 
 
 @pytest.mark.slow

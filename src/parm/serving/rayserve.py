@@ -107,9 +107,11 @@ class RaySettings:
                              f"{sorted(ACTOR_OPTIONS)} (e.g. num_gpus: 1, resources: {{accelerator: 1}}).")
         if self.max_ongoing_requests < 1 or min(self.health_check_period_s, self.health_check_timeout_s,
                                                 self.monitor_period_s, self.shutdown_poll_s) <= 0:
-            raise ValueError("max_ongoing_requests >= 1 and positive health-check and monitor periods are required, "
-                             f"got {self.max_ongoing_requests}, {self.health_check_period_s}, "
-                             f"{self.health_check_timeout_s}, {self.monitor_period_s}, {self.shutdown_poll_s}.")
+            raise ValueError("serve.ray: max_ongoing_requests >= 1 and positive health-check, monitor and shutdown-poll "
+                             f"periods are required, got max_ongoing_requests={self.max_ongoing_requests}, "
+                             f"health_check_period_s={self.health_check_period_s}, "
+                             f"health_check_timeout_s={self.health_check_timeout_s}, "
+                             f"monitor_period_s={self.monitor_period_s}, shutdown_poll_s={self.shutdown_poll_s}.")
 
 
 class RayInstance(Instance):
