@@ -107,8 +107,9 @@ class RaySettings:
                              f"{sorted(ACTOR_OPTIONS)} (e.g. num_gpus: 1, resources: {{accelerator: 1}}).")
         if self.max_ongoing_requests < 1 or min(self.health_check_period_s, self.health_check_timeout_s,
                                                 self.monitor_period_s, self.shutdown_poll_s) <= 0:
-            raise ValueError("serve.ray: max_ongoing_requests >= 1 and positive health-check, monitor and shutdown-poll "
-                             f"periods are required, got max_ongoing_requests={self.max_ongoing_requests}, "
+            raise ValueError("serve.ray: max_ongoing_requests >= 1 and positive health-check, monitor and "
+                             "shutdown-poll periods are required, got "
+                             f"max_ongoing_requests={self.max_ongoing_requests}, "
                              f"health_check_period_s={self.health_check_period_s}, "
                              f"health_check_timeout_s={self.health_check_timeout_s}, "
                              f"monitor_period_s={self.monitor_period_s}, shutdown_poll_s={self.shutdown_poll_s}.")
