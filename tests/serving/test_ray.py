@@ -26,7 +26,7 @@ from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402
 from parm.serving.frontend import Frontend, FrontendConfig, Prediction  # noqa: E402
 from parm.serving.instance import InstancePool  # noqa: E402
-from parm.serving.raybench import SCENARIOS, render  # noqa: E402
+from parm.serving.raybench import SCENARIOS, cpu_snapshot, cpu_split, render, thread_split  # noqa: E402
 from parm.serving.raycluster import LocalCluster  # noqa: E402
 from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placement  # noqa: E402
 
@@ -36,6 +36,10 @@ from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placemen
 # uncoded one) is re-sent then.
 LATENCY_BOUND_S = 2.0
 NODE_LOSS_BOUND_S = 3.0
+# Ray fails a call to a dead actor within milliseconds; Serve's restart takes seconds (a new worker
+# process imports torch and parm). A bound between the two shows the death was noticed by the
+# replica's watch call, not by a poll of Serve or by the restart.
+DEATH_NOTICED_BOUND_S = 1.5
 
 
 class Deployed:
@@ -137,6 +141,16 @@ def test_ray_latency_page_is_rendered_from_its_json() -> None:
     assert {r["scenario"] for r in data["rows"] if r["backend"] == "ray"} == set(SCENARIOS)
 
 
+def test_cpu_split_counts_each_process_once_and_new_ones_whole() -> None:
+    before = {1: ("driver", 1.0), 2: ("gcs", 5.0), 3: ("serve replicas", 2.0)}
+    after = {1: ("driver", 1.5), 2: ("gcs", 5.25), 4: ("serve replicas", 0.75)}  # 3 died, 4 was started
+    assert cpu_split(before, after) == {"serve replicas": 0.75, "driver": 0.5, "gcs": 0.25}
+    threads = thread_split({(1, 1): ("python", 1.0)}, {(1, 1): ("python", 1.25), (1, 2): ("worker.io", 0.5)},
+                           {1: "driver"})
+    assert threads == {"driver: worker.io": 0.5, "driver: python": 0.25}
+    assert cpu_snapshot()[os.getpid()][0] == "driver"
+
+
 def test_serve_config_exposes_ray_actor_options_and_replica_counts() -> None:
     from omegaconf import OmegaConf
 
@@ -158,6 +172,8 @@ def test_ray_settings_reject_unknown_actor_options() -> None:
         RaySettings(actor_options={"num_cpu": 1})
     with pytest.raises(ValueError, match="positive health-check"):
         RaySettings(monitor_period_s=0)
+    with pytest.raises(ValueError, match="positive health-check.*shutdown_poll_s=0"):
+        RaySettings(shutdown_poll_s=0)
 
 
 @pytest.mark.slow
@@ -232,7 +248,26 @@ def test_replica_kill_loses_nothing_and_never_waits_for_the_restart(deployed: De
 
     results, _ = _serve(deployed, 80, kill)
     assert _worst_s(results) < LATENCY_BOUND_S
-    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)  # Serve reports it dead within seconds
+    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)
+    _wait_back(deployed, victim)
+    assert victim.pid != pid
+
+
+@pytest.mark.slow
+def test_idle_replica_death_is_noticed_at_once_not_at_its_restart(deployed: Deployed) -> None:
+    """No query in flight: the replica's watch call alone marks it down, long before Serve restarts it."""
+    victim = deployed.instance("model-3")
+    downs, pid = victim.downs, victim.pid
+    assert pid is not None and victim.alive
+    # The backend's monitor only looks for dead nodes (this one's is alive) and probes down instances.
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _wait_for(deployed, lambda: victim.downs == downs + 1, 30)
+    noticed_s = time.monotonic() - t0
+    assert noticed_s < DEATH_NOTICED_BOUND_S, f"noticed {noticed_s:.2f} s after the kill"
+    assert not victim.alive
+    results, frontend = _serve(deployed, 20, None)  # new queries avoid it: none waits for the restart
+    assert _worst_s(results) < LATENCY_BOUND_S and frontend.stats.instance_errors == 0
     _wait_back(deployed, victim)
     assert victim.pid != pid
 

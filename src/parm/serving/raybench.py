@@ -20,6 +20,7 @@ Ray cluster: GCS, raylets, Serve controller, replicas) during a run, over the qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -64,8 +65,37 @@ class RayBenchConfig:
     seed: int = 0
 
 
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by ``root`` (default: this process) and its descendants."""
+# Process kinds of the CPU split, by command line (first match wins); the root process is "driver".
+KINDS = (
+    ("serve replicas", "ray::ServeReplica"),
+    ("serve controller", "ray::ServeController"),
+    ("serve proxies", "ray::ProxyActor"),
+    ("gcs", "gcs_server"),
+    ("raylets", "/raylet"),
+    ("dashboard agents", "ray::DashboardAgent"),
+    ("runtime-env agents", "ray::RuntimeEnvAgent"),
+    ("dashboard (API server)", "dashboard/dashboard.py"),
+    ("log monitors", "log_monitor"),
+    ("autoscaler monitor", "monitor.py"),
+    ("idle ray workers", "ray::IDLE"),
+)
+
+
+def _kind(pid: int, root: int) -> str:
+    if pid == root:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    local = "multiprocessing" in cmd  # the local backend's worker processes (spawned)
+    return next((kind for kind, marker in KINDS if marker in cmd), "local workers" if local else "other")
+
+
+def cpu_snapshot(root: int | None = None) -> dict[int, tuple[str, float]]:
+    """``pid -> (kind, CPU seconds so far)`` of ``root`` (default: this process) and its descendants."""
+    root = root or os.getpid()
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -76,13 +106,57 @@ def tree_cpu_s(root: int | None = None) -> float:
             except (OSError, IndexError):
                 continue
             stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    found, frontier = {root or os.getpid()}, [root or os.getpid()]
+    found, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
         children = [p for p, (pp, _) in stats.items() if pp == parent and p not in found]
         found.update(children)
         frontier += children
-    return sum(stats[p][1] for p in found if p in stats)
+    return {p: (_kind(p, root), stats[p][1]) for p in found if p in stats}
+
+
+def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per process kind between two snapshots.
+
+    A process alive at both counts its difference, one started in between all of its CPU; one that
+    died in between counts nothing (its CPU left with it), so a cell where replicas die under-counts.
+    """
+    out: dict[str, float] = {}
+    for pid, (kind, cpu) in after.items():
+        used = cpu - before[pid][1] if pid in before else cpu
+        out[kind] = out.get(kind, 0.0) + max(0.0, used)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def thread_snapshot(pids: Sequence[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """``(pid, tid) -> (thread name, CPU seconds so far)`` of every thread of ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        stat = f.read()
+                    fields = stat.rsplit(")", 1)[1].split()
+                    out[(pid, int(tid))] = (stat[stat.index("(") + 1: stat.rindex(")")],
+                                            (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_split(before: dict[tuple[int, int], tuple[str, float]],
+                 after: dict[tuple[int, int], tuple[str, float]], kinds: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per ``"kind: thread name"`` between two :func:`thread_snapshot` calls."""
+    out: dict[str, float] = {}
+    for (pid, tid), (name, cpu) in after.items():
+        key = f"{kinds.get(pid, 'other')}: {name}"
+        out[key] = out.get(key, 0.0) + max(0.0, cpu - before.get((pid, tid), (name, 0.0))[1])
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by ``root`` (default: this process) and its descendants."""
+    return sum(cpu for _, cpu in cpu_snapshot(root).values())
 
 
 def pools(instances: Sequence[Instance], n: int, extra: int) -> dict[str, list[Instance]]:
@@ -111,7 +185,10 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
     if on_change is not None:
         on_change[:] = [pool.notify]
     frontend = Frontend(pool, code, config)
-    load0, cpu0, t0 = os.getloadavg()[0], tree_cpu_s(), time.perf_counter()
+    load0, cpu0, t0 = os.getloadavg()[0], cpu_snapshot(), time.perf_counter()
+    # Threads of the frontend's process and the replicas: which step of the call path costs what.
+    kinds = {pid: kind for pid, (kind, _) in cpu0.items() if kind in ("driver", "serve replicas", "local workers")}
+    threads0 = thread_snapshot(list(kinds))
     fault_task = None
     if fault is not None:
         fault_task = asyncio.get_running_loop().call_later(len(queries) / rate / 4, fault)
@@ -120,12 +197,16 @@ async def _cell(instances: Sequence[Instance], code: Code, cfg: RayBenchConfig, 
         result = await asyncio.wait_for(run_poisson(frontend, queries, rate, cfg.seed), limit)
     except asyncio.TimeoutError as e:
         raise RuntimeError(f"{policy} at {rate:g} q/s: queries still unanswered after {limit:.0f} s") from e
-    cpu, wall = tree_cpu_s() - cpu0, time.perf_counter() - t0
+    split, wall = cpu_split(cpu0, cpu_snapshot()), time.perf_counter() - t0
+    threads = thread_split(threads0, thread_snapshot(list(kinds)), kinds)
+    cpu = sum(split.values())
     await frontend.close()
     if fault_task is not None:
         fault_task.cancel()
     answered = max(1, int((~np.isnan(result.latency)).sum()))
-    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall, "load_start": load0,
+    extra = {"cpu_ms_per_query": cpu / answered * 1e3, "answered": answered, "wall_s": wall,
+             "cpu_ms_by_kind": {kind: used / answered * 1e3 for kind, used in split.items()}, "load_start": load0,
+             "cpu_ms_by_thread": {name: used / answered * 1e3 for name, used in threads.items() if used > 0},
              "load_end": os.getloadavg()[0]}
     return {"result": result, **extra}, frontend
 
@@ -135,19 +216,22 @@ def _row(backend: str, scenario: str, policy: str, rate: float, cell: dict[str, 
     s = frontend.stats
     summary = cell["result"].summary(labels)
     return {"backend": backend, "scenario": scenario, "policy": policy, "rate": rate, **summary,
-            "cpu_ms_per_query": cell["cpu_ms_per_query"], "answered": cell["answered"], "wall_s": cell["wall_s"],
+            "cpu_ms_per_query": cell["cpu_ms_per_query"], "cpu_ms_by_kind": cell["cpu_ms_by_kind"],
+            "cpu_ms_by_thread": cell["cpu_ms_by_thread"],
+            "answered": cell["answered"], "wall_s": cell["wall_s"],
             "load_start": cell["load_start"],
             "load_end": cell["load_end"], "resent": s.resent, "instance_errors": s.instance_errors}
 
 
 async def _local_reference(base: str, parity: str, code: Code, cfg: RayBenchConfig, queries: torch.Tensor,
-                           labels: np.ndarray) -> list[dict[str, Any]]:
-    """The fault-free cells on local worker processes: the run's own reference."""
+                           labels: np.ndarray, idle: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """The fault-free cells on local worker processes: the run's own reference (and ``idle["local"]``)."""
     k, r = code.spec.k, code.spec.r
     backend = LocalBackend(specs(base, parity, cfg, r, k))
     await backend.start()
     rows = []
     try:
+        idle["local"] = await _idle_cpu_per_s()
         for rate in cfg.rates:
             for policy in cfg.policies:
                 pool = pools(backend.instances, cfg.n_model, cfg.n_model * r // k)[policy]
@@ -159,11 +243,12 @@ async def _local_reference(base: str, parity: str, code: Code, cfg: RayBenchConf
     return rows
 
 
-async def _idle_cpu_per_s(seconds: float = 5.0) -> float:
-    """CPU seconds per second that the cluster and this process use while no query arrives."""
-    cpu0, t0 = tree_cpu_s(), time.perf_counter()
+async def _idle_cpu_per_s(seconds: float = 5.0) -> dict[str, float]:
+    """CPU seconds per second, per process kind, that the cluster and this process use while no query arrives."""
+    cpu0, t0 = cpu_snapshot(), time.perf_counter()
     await asyncio.sleep(seconds)
-    return (tree_cpu_s() - cpu0) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return {kind: used / wall for kind, used in cpu_split(cpu0, cpu_snapshot()).items()}
 
 
 async def _wait_alive(instances: Sequence[RayInstance], timeout_s: float = 120) -> None:
@@ -187,34 +272,54 @@ def _fault(scenario: str, pool: Sequence[Instance], cluster: LocalCluster) -> Ca
     return None
 
 
+async def _ray_cell(backend: RayBackend, cluster: LocalCluster, code: Code, cfg: RayBenchConfig, scenario: str,
+                    policy: str, rate: float, queries: torch.Tensor, labels: np.ndarray, label: str = "ray") -> dict:
+    """One cell on the deployment: arm the scenario's faults, serve, disarm, wait until all are back."""
+    pool = pools(backend.instances, cfg.n_model, cfg.n_model * code.spec.r // code.spec.k)[policy]
+    duration = len(queries) / rate + 10
+    faults = cfg.faults if scenario == "slow" else FaultConfig(
+        crash_rate_hz=cfg.crash_rate if scenario == "crash" else 0.0)
+    await asyncio.gather(*(inst.set_faults(draw_plan(faults, duration, cfg.seed, slot), time.time())
+                           for slot, inst in enumerate(pool) if isinstance(inst, RayInstance)))
+    downs = sum(i.downs for i in backend.instances)
+    cell, frontend = await _cell(pool, code, cfg, policy, rate, queries, backend.on_change,
+                                 _fault(scenario, pool, cluster))
+    row = _row(label, scenario, policy, rate, cell, labels, frontend)
+    row["marked_down"] = sum(i.downs for i in backend.instances) - downs
+    await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time()) for i in backend.instances))
+    if scenario == "node":
+        cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
+    await _wait_alive(backend.instances)
+    await asyncio.sleep(0.5)
+    return row
+
+
+def _use_actor_calls(backend: RayBackend, on: bool) -> None:
+    """Switch every handle between Ray actor calls (Serve's default) and the gRPC channel the backend uses."""
+    wire = "cloudpickle" if on else "pickle"
+    for inst in backend.instances:
+        if inst.handle is not None:
+            inst.handle = inst.handle.options(_by_reference=on, request_serialization=wire,
+                                              response_serialization=wire)
+
+
 async def _ray_cells(backend: RayBackend, cluster: LocalCluster, code: Code, cfg: RayBenchConfig,
                      queries: torch.Tensor, labels: np.ndarray,
                      on_row: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    k, r = code.spec.k, code.spec.r
+    """Every scenario's cells; after the fault-free ones, the same cells with Serve's default actor calls
+    (rows ``ray-actor``): what the gRPC channel saves, measured in the same run."""
     rows = []
     for scenario in [s for s in SCENARIOS if s in cfg.scenarios]:
-        for rate in cfg.rates:
-            for policy in cfg.policies:
-                pool = pools(backend.instances, cfg.n_model, cfg.n_model * r // k)[policy]
-                duration = len(queries) / rate + 10
-                faults = cfg.faults if scenario == "slow" else FaultConfig(
-                    crash_rate_hz=cfg.crash_rate if scenario == "crash" else 0.0)
-                await asyncio.gather(*(inst.set_faults(draw_plan(faults, duration, cfg.seed, slot), time.time())
-                                       for slot, inst in enumerate(pool) if isinstance(inst, RayInstance)))
-                downs = sum(i.downs for i in backend.instances)
-                cell, frontend = await _cell(pool, code, cfg, policy, rate, queries, backend.on_change,
-                                             _fault(scenario, pool, cluster))
-                row = _row("ray", scenario, policy, rate, cell, labels, frontend)
-                row["marked_down"] = sum(i.downs for i in backend.instances) - downs
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-                await asyncio.gather(*(i.set_faults(draw_plan(FaultConfig(), 1, 0, 0), time.time())
-                                       for i in backend.instances))
-                if scenario == "node":
-                    cluster.add_node()  # a replacement node (Ray starts nodes from the main thread only)
-                await _wait_alive(backend.instances)
-                await asyncio.sleep(0.5)
+        variants = [("ray", False), ("ray-actor", True)] if scenario == "none" else [("ray", False)]
+        for label, actor_calls in variants:
+            _use_actor_calls(backend, actor_calls)
+            for rate in cfg.rates:
+                for policy in cfg.policies:
+                    rows.append(await _ray_cell(backend, cluster, code, cfg, scenario, policy, rate, queries,
+                                                labels, label))
+                    if on_row is not None:
+                        on_row(rows[-1])
+            _use_actor_calls(backend, not backend.settings.grpc)
     return rows
 
 
@@ -224,8 +329,9 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
 
     ``on_row`` sees each Ray row as soon as its cell ends (the benchmark prints it).
     """
-    rows = await _local_reference(base, parity, code, cfg, queries, labels) if "none" in cfg.scenarios else []
-    timing: dict[str, float] = {"local_idle_cpu_per_s": await _idle_cpu_per_s()}
+    idle: dict[str, dict[str, float]] = {}
+    rows = await _local_reference(base, parity, code, cfg, queries, labels, idle) if "none" in cfg.scenarios else []
+    timing: dict[str, float] = {}
     t0 = time.perf_counter()
     cluster = LocalCluster(nodes=cfg.nodes)
     with cluster:
@@ -234,7 +340,7 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
         t1 = time.perf_counter()
         await backend.start()
         timing["deploy_to_ready_s"] = time.perf_counter() - t1
-        timing["idle_cpu_per_s"] = await _idle_cpu_per_s()
+        idle["ray"] = await _idle_cpu_per_s()
         try:
             rows += await _ray_cells(backend, cluster, code, cfg, queries, labels, on_row)
         finally:
@@ -243,7 +349,9 @@ async def run(cfg: RayBenchConfig, base: str, parity: str, code: Code, queries: 
             timing["delete_s"] = time.perf_counter() - t2
         t3 = time.perf_counter()
     timing["cluster_shutdown_s"] = time.perf_counter() - t3
-    return {"rows": rows, "timing": timing, "replicas": len(backend.instances)}
+    timing |= {f"{name}_idle_cpu_per_s".removeprefix("ray_"): sum(split.values()) for name, split in idle.items()}
+    timing.setdefault("local_idle_cpu_per_s", 0.0)
+    return {"rows": rows, "timing": timing, "idle_cpu_by_kind": idle, "replicas": len(backend.instances)}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -259,11 +367,12 @@ def render(data: dict[str, Any]) -> str:
              f"shutdown: applications deleted in {t['delete_s']:.1f} s, cluster stopped in "
              f"{t['cluster_shutdown_s']:.1f} s. Idle (no queries), the Ray cluster and this process use "
              f"{t['idle_cpu_per_s']:.2f} CPU-s/s (the local backend {t['local_idle_cpu_per_s']:.2f}); "
-             "*marginal* CPU per query below subtracts that idle use over the cell's duration. CPU is summed over "
-             "the processes alive at the end of a cell, so cells where processes die (crash, kill, node) under-count "
-             "it (even below zero); compare CPU on the no-fault rows only.", ""]
+             "*marginal* CPU per query below subtracts that idle use over the cell's duration. CPU is summed per "
+             "process over the cell; a process that dies during a cell (crash, kill, node) takes its CPU with it, "
+             "so those cells under-count; compare CPU on the no-fault rows only.", ""]
     for line in _ratios(rows, t):
         lines.append(f"- {line}")
+    lines += ["", *_cpu_split_table(rows, data.get("idle_cpu_by_kind", {}))]
     lines += ["", "| backend | scenario | policy | rate | p50 ms | p99 ms | p99.9 ms | degraded | lost | re-sent "
               "| CPU ms/query | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -284,11 +393,45 @@ def _ratios(rows: list[dict[str, Any]], t: dict[str, float]) -> list[str]:
     out = []
     for r in rows:
         ref = local.get((r["policy"], r["rate"]))
-        if r["backend"] == "ray" and r["scenario"] == "none" and ref is not None:
+        if r["backend"].startswith("ray") and r["scenario"] == "none" and ref is not None:
             ray_m, local_m = marginal_cpu_ms(r, t["idle_cpu_per_s"]), marginal_cpu_ms(ref, t["local_idle_cpu_per_s"])
-            out.append(f"{r['policy']} at {r['rate']:g} q/s, no faults: Ray/local CPU per query "
+            out.append(f"{r['backend']} {r['policy']} at {r['rate']:g} q/s, no faults: Ray/local CPU per query "
                        f"{r['cpu_ms_per_query'] / ref['cpu_ms_per_query']:.2f}x "
                        f"({r['cpu_ms_per_query']:.2f} / {ref['cpu_ms_per_query']:.2f} ms), marginal "
                        f"{ray_m / local_m:.2f}x ({ray_m:.2f} / {local_m:.2f} ms); p99.9 "
                        f"{r['p99.9'] / ref['p99.9']:.2f}x ({r['p99.9']:.1f} / {ref['p99.9']:.1f} ms)")
     return out
+
+
+def _cpu_split_table(rows: list[dict[str, Any]], idle: dict[str, dict[str, float]]) -> list[str]:
+    """Where the CPU of each fault-free cell went, per process kind (ms per answered query)."""
+    cells = [r for r in rows if r["scenario"] == "none" and "cpu_ms_by_kind" in r]
+    if not cells:
+        return []
+    totals: dict[str, float] = {}
+    for r in cells:
+        for kind, ms in r["cpu_ms_by_kind"].items():
+            totals[kind] = totals.get(kind, 0.0) + ms
+    kinds = [k for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 0.005 * len(cells)]
+    lines = ["CPU per query by process kind, fault-free cells (ms per answered query). *driver* is the benchmark's "
+             "process: the frontend, and on Ray also Serve's router and the handle call (``ray``: a gRPC call "
+             "to the replica; ``ray-actor``: a Ray actor task, Serve's default); *serve replicas* run Serve's request "
+             "handling, the batch and the model (on local, *local workers* do); the GCS, raylets, Serve's "
+             "controller and the log monitors are Ray's control plane.", "",
+             "| backend | policy | total | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    for r in cells:
+        split = r["cpu_ms_by_kind"]
+        lines.append(f"| {r['backend']} | {r['policy']} | {r['cpu_ms_per_query']:.2f} | "
+                     + " | ".join(f"{split.get(k, 0.0):.2f}" for k in kinds) + " |")
+    lines += ["", "The same cells by thread (ms per query, the five costliest): in the frontend's process *python* is "
+              "the event loop (frontend, Serve's router, the gRPC client or the actor-task submission), *worker.io* "
+              "and the *poll* threads are Ray's core worker and gRPC; in a replica the event loop runs Serve's request "
+              "handling, the batch and the model (its thread *ray::IDLE*, named before the worker became a replica; "
+              "*ray::ServeRepli* is its main thread, which receives actor tasks).", ""]
+    for r in cells:
+        top = list(r.get("cpu_ms_by_thread", {}).items())[:5]
+        lines.append(f"- {r['backend']} {r['policy']}: " + ", ".join(f"{name} {ms:.2f}" for name, ms in top))
+    for name, split in idle.items():
+        used = ", ".join(f"{kind} {v:.3f}" for kind, v in split.items() if v >= 0.001)
+        lines += ["", f"Idle ({name}, no queries), CPU-s/s by kind: {used or 'none above 0.001'}."]
+    return lines

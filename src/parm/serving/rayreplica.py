@@ -96,6 +96,12 @@ class ParmReplica:
             await asyncio.sleep(wait)
         return list(out)
 
+    async def watch(self) -> None:
+        """Never returns: the frontend keeps one such call open per replica, so that the replica's
+        death fails it at once (Ray tells the caller when an actor dies) instead of waiting for a
+        poll of Serve's status or for the restart."""
+        await asyncio.Event().wait()
+
     def where(self) -> tuple[str, int]:
         """``(node id, pid)`` of this replica: the frontend's failure domain, and a process check."""
         return ray.get_runtime_context().get_node_id(), os.getpid()

@@ -9,9 +9,12 @@ One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single
   over another, so a coding group's members and parities can sit on distinct nodes; each instance's
   failure *domain* is its node, and the frontend never puts two requests of a group in one domain
   when another is free. A replica whose node is gone falls back to any other node.
-- **Health.** A failed call, or Serve reporting no running replica, marks the instance down at once:
-  its in-flight requests fail with :class:`InstanceError` (the frontend decodes or re-sends them),
-  and new requests avoid it until a probe call reaches its restarted replica.
+- **Health.** A failed call, the replica's death (noticed through a never-answered *watch* call kept
+  open on it) or its node's marks the instance down at once: its in-flight requests fail with
+  :class:`InstanceError` (the frontend decodes or re-sends them), and new requests avoid it until a
+  probe call reaches its restarted replica.
+- **A lean call path**: replicas are called over Serve's gRPC channel with plain pickle, Serve's
+  access log is off, and replicas keep Serve's log lines out of stderr (which Ray's log monitors tail).
 - **Artifacts through the object store**: the checkpoint's bytes are put in Ray's object store
   once; replicas on any node read them from there, not from a shared path (the parity replicas of a
   Learning-a-Code artifact also get F's bytes: F answers their queries).
@@ -43,6 +46,9 @@ from parm.serving.worker import WorkerSpec
 THROUGHPUT_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 for _key, _value in THROUGHPUT_ENV.items():
     os.environ.setdefault(_key, _value)
+# Replicas only: Serve's log lines go to its log files, not also to stderr (which Ray's log monitor
+# tails and publishes through the GCS, a line per query with the access log on).
+QUIET_REPLICA_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0"}
 
 try:
     import ray
@@ -72,9 +78,15 @@ class RaySettings:
         spread: pin replicas to nodes (models and parities on separate node sets) on a multi-node cluster.
         max_ongoing_requests: requests a replica accepts at once (the pool's capacity is the real limit).
         health_check_period_s, health_check_timeout_s: Serve's health checks of each replica.
-        monitor_period_s: how often the backend asks Serve which replicas run (a down instance is
-            probed as often).
+        monitor_period_s: how often the backend looks for dead nodes and probes down instances.
         loopback: a cluster started by the backend binds 127.0.0.1 only.
+        grpc: call replicas over Serve's gRPC channel (handle option ``_by_reference=False``, plain
+            pickle both ways) instead of as Ray actor tasks: less CPU per call in the frontend's process
+            and the replica (the ``ray`` vs ``ray-actor`` rows of docs/results/ray_latency.md).
+        access_log: Serve's access log, a line per request in each replica's log (off: those lines,
+            and Ray's log monitor reading them, cost CPU per query).
+        shutdown_poll_s: Serve's ``graceful_shutdown_wait_loop_s``: how often a replica being removed
+            checks that nothing is in flight (Serve's default 2 s made every removal take 2 s).
     """
 
     actor_options: Mapping[str, Any] = field(default_factory=lambda: {"num_cpus": 0})
@@ -84,6 +96,9 @@ class RaySettings:
     health_check_timeout_s: float = 5.0
     monitor_period_s: float = 1.0
     loopback: bool = True
+    grpc: bool = True
+    access_log: bool = False
+    shutdown_poll_s: float = 0.1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.actor_options) - ACTOR_OPTIONS)
@@ -91,10 +106,13 @@ class RaySettings:
             raise ValueError(f"serve.ray.actor_options: unknown option(s) {unknown}; Ray Serve replicas take "
                              f"{sorted(ACTOR_OPTIONS)} (e.g. num_gpus: 1, resources: {{accelerator: 1}}).")
         if self.max_ongoing_requests < 1 or min(self.health_check_period_s, self.health_check_timeout_s,
-                                                self.monitor_period_s) <= 0:
-            raise ValueError("max_ongoing_requests >= 1 and positive health-check and monitor periods are required, "
-                             f"got {self.max_ongoing_requests}, {self.health_check_period_s}, "
-                             f"{self.health_check_timeout_s}, {self.monitor_period_s}.")
+                                                self.monitor_period_s, self.shutdown_poll_s) <= 0:
+            raise ValueError("serve.ray: max_ongoing_requests >= 1 and positive health-check, monitor and "
+                             "shutdown-poll periods are required, got "
+                             f"max_ongoing_requests={self.max_ongoing_requests}, "
+                             f"health_check_period_s={self.health_check_period_s}, "
+                             f"health_check_timeout_s={self.health_check_timeout_s}, "
+                             f"monitor_period_s={self.monitor_period_s}, shutdown_poll_s={self.shutdown_poll_s}.")
 
 
 class RayInstance(Instance):
@@ -117,6 +135,7 @@ class RayInstance(Instance):
         self._plan: tuple[FaultPlan, float] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: dict[int, tuple[DeploymentResponse, asyncio.Future[torch.Tensor]]] = {}
+        self._watch: DeploymentResponse | None = None
 
     @property
     def alive(self) -> bool:
@@ -164,6 +183,9 @@ class RayInstance(Instance):
         if self._up:
             self.downs += 1
         self._up = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         inflight, self._inflight = self._inflight, {}
         for response, waiter in inflight.values():
             response.cancel()
@@ -182,7 +204,28 @@ class RayInstance(Instance):
             with contextlib.suppress(*_CALL_ERRORS):
                 await self.call("set_faults", self._plan[0].to_dict(), self._plan[1])
         self._up = True
+        self._arm_watch()
         return True
+
+    def _arm_watch(self) -> None:
+        """Keep one never-answered call open on the replica: when the replica dies Ray fails that call
+        at once and the instance is marked down, whether or not a query was in flight, and
+        without waiting for Serve's controller (which would queue new calls until the restart)."""
+        if self.handle is None or self._watch is not None:
+            return
+        self._watch = cast(DeploymentResponse, self.handle.watch.remote())
+        task = asyncio.ensure_future(self._await_death(self._watch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await_death(self, watch: DeploymentResponse) -> None:
+        try:
+            await watch
+        except (RequestCancelledError, asyncio.CancelledError):
+            return
+        except _CALL_ERRORS as e:
+            if watch is self._watch:
+                self.mark_down(f"its replica died ({type(e).__name__})")
 
     async def set_faults(self, plan: FaultPlan, epoch: float, timeout_s: float = 30.0) -> None:
         """Arm a fault plan (times relative to wall time ``epoch``); kept for a restarted replica."""
@@ -239,6 +282,11 @@ class RayBackend:
         """Connect to (or start) Ray, deploy every instance at once, and start watching their health."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._start_blocking)
+        if self.settings.grpc:  # options() starts the handle's router: in this loop, not the executor's thread
+            for inst in self.instances:
+                assert inst.handle is not None
+                inst.handle = inst.handle.options(_by_reference=False, request_serialization="pickle",
+                                                  response_serialization="pickle")
         ok = await asyncio.gather(*(i.probe(60.0) for i in self.instances))
         if not all(ok):
             raise InstanceError(f"replicas of {[i.name for i, up in zip(self.instances, ok, strict=True) if not up]} "
@@ -266,7 +314,7 @@ class RayBackend:
     def _deployment(self, inst: RayInstance, node: str | None) -> Any:
         options = dict(self.settings.actor_options)
         runtime_env = dict(options.get("runtime_env") or {})
-        env = dict(THROUGHPUT_ENV)
+        env = {**THROUGHPUT_ENV, **QUIET_REPLICA_ENV}
         if os.environ.get(LOOPBACK_ENV) == "0":  # this process started the cluster bound to loopback
             env[LOOPBACK_REPLICA_ENV] = "1"
         runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
@@ -277,21 +325,26 @@ class RayBackend:
         return serve.deployment(ParmReplica, name=inst.name, num_replicas=1, ray_actor_options=options,
                                 max_ongoing_requests=self.settings.max_ongoing_requests,
                                 health_check_period_s=self.settings.health_check_period_s,
-                                health_check_timeout_s=self.settings.health_check_timeout_s)
+                                health_check_timeout_s=self.settings.health_check_timeout_s,
+                                graceful_shutdown_wait_loop_s=self.settings.shutdown_poll_s,
+                                logging_config={"enable_access_log": self.settings.access_log})
 
     async def _watch(self) -> None:
-        """Mark down instances whose replica Serve does not report running; bring back those that answer."""
+        """Mark down instances on dead nodes; bring back down instances whose (restarted) replica answers.
+
+        A replica's own death is noticed by its watch call (:meth:`RayInstance._arm_watch`), not here:
+        this loop used to ask ``serve.status()`` every period, a sixth of the frontend process's CPU
+        samples at 150 q/s in a profile (Serve rebuilds and pickles every deployment's config for it).
+        """
         loop = asyncio.get_running_loop()
         period = self.settings.monitor_period_s
         while True:
             await asyncio.sleep(period)
             try:
-                running, dead = await asyncio.wait_for(loop.run_in_executor(None, _cluster_view), 5 * period)
+                dead = await asyncio.wait_for(loop.run_in_executor(None, _dead_nodes), 5 * period)
                 for inst in self.instances:
-                    if inst.alive and inst.node in dead:  # GCS knows before Serve's controller does
+                    if inst.alive and inst.node in dead:  # the GCS knows as soon as its health checks fail
                         inst.mark_down("its node is dead")
-                    elif inst.alive and running.get(inst.name, 0) == 0:
-                        inst.mark_down("Serve reports no running replica")
                 down = [i for i in self.instances if not i.alive and i.handle is not None]
                 back = await asyncio.gather(*(i.probe(4 * period) for i in down))
                 if any(back):
@@ -359,15 +412,11 @@ def _alive_nodes() -> list[str]:
     return others if len(others) >= 2 else alive
 
 
-def _cluster_view() -> tuple[dict[str, int], set[str]]:
-    """Running replicas per application (as Serve's controller reports them) and the dead nodes."""
+def _dead_nodes() -> set[str]:
+    """Ids of the nodes the GCS has declared dead."""
     if not ray.is_initialized():  # stopping: a Ray call now would start a new local cluster
-        return {}, set()
-    apps = serve.status().applications
-    running = {name: sum(n for dep in app.deployments.values() for state, n in dep.replica_states.items()
-                         if state == "RUNNING")
-               for name, app in apps.items()}
-    return running, {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+        return set()
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
 def _put_artifacts(specs: Sequence[WorkerSpec]) -> dict[str, list[Any]]:
