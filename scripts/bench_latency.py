@@ -212,6 +212,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--codec-only", action="store_true", help="only time encode + decode per group")
     p.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32], help="--codec-only input shape")
     p.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    p.add_argument("--train-dir", type=Path, default=Path("outputs/bench_train"),
+                   help="where the small pair is trained and reused (kept apart from --out, which may be docs/)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="ray: Ray Serve on a local multi-node cluster (parm.serving.raybench)")
     p.add_argument("--scenarios", nargs="+", default=["none", "slow", "crash", "kill", "node"],
@@ -239,7 +241,7 @@ def main() -> None:
     elif args.base:
         base, parity = args.base, args.parity
     else:
-        base, parity = train_pair(args.out, args.k, args.r, args.seed)
+        base, parity = train_pair(args.train_dir, args.k, args.r, args.seed)
     args.base, args.parity = base, parity
     if args.backend == "ray":
         bench_ray(args, base, parity)

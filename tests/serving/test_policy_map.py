@@ -12,10 +12,12 @@ import pytest
 
 from parm.serving.faults import PAPER_FAMILIES, PAUSED, FaultConfig, FaultFamily, FaultPlan, draw_plan
 from parm.serving.policy_map import (
+    HEDGE_OFF_MS,
     MapSetup,
     choose,
     compare_crossovers,
     crossovers,
+    hedge_delay_s,
     knob_grid,
     replay,
     setup_from_dict,
@@ -25,7 +27,7 @@ from parm.serving.policy_map import (
     targets,
     tune_all,
 )
-from parm.serving.policy_report import fact, write_page
+from parm.serving.policy_report import _knobs, fact, write_page
 from parm.serving.service import ServiceTime
 from parm.serving.sim import SimConfig, simulate
 
@@ -113,6 +115,21 @@ def test_knob_grids_sweep_quantiles_and_fixed_values() -> None:
     assert knob_grid("equal", observed, 5.0) == [{}]
     with pytest.raises(ValueError, match="unknown policy 'magic'"):
         knob_grid("magic", observed, 5.0)
+
+
+def test_a_tuned_hedge_may_choose_not_to_hedge() -> None:
+    """Overloaded, every backup adds queueing: 'hedge off' is in the grid, sends nothing extra and is
+    exactly the equal-resources policy, so the best tuned hedge is never a tuned-down baseline."""
+    observed = {"p50": 5.5, "p90": 7.0, "p95": 9.0, "p99": 30.0}
+    assert {"hedge_ms": HEDGE_OFF_MS} in knob_grid("hedge", observed, 5.0)
+    assert hedge_delay_s({"hedge_ms": HEDGE_OFF_MS}) == math.inf and hedge_delay_s({"hedge_ms": 7.0}) == 0.007
+    setup = MapSetup(k=2, n=4, service=SERVICE, faults=FaultConfig(families=PAPER_FAMILIES))
+    off = simulate(setup.sim_config("hedge", 0.5, {"hedge_ms": HEDGE_OFF_MS}, 3, 2000)).summary()
+    equal = simulate(setup.sim_config("equal", 0.5, {}, 3, 2000)).summary()
+    assert off["p99.9"] == equal["p99.9"] and off["extra_load"] == 0.0
+    assert _knobs({"hedge_ms": HEDGE_OFF_MS}) == "hedge off"
+    assert _knobs({"grace_ms": 2.0, "hedge_ms": HEDGE_OFF_MS}) == "δ=2 ms, hedge off"
+    assert _knobs({"grace_ms": 2.0, "hedge_ms": 7.0}) == "δ=2, hedge 7 ms"
 
 
 def test_choose_takes_the_best_tail_within_the_degraded_budget() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -190,7 +191,7 @@ class Frontend:
             return
         q.attempts += 1
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_plain(q, rid, i, res))] = inst
-        if self.config.policy in ("hedge", "hedge-spare") and q.attempts == 1:
+        if self.config.policy in ("hedge", "hedge-spare") and q.attempts == 1 and math.isfinite(self.config.hedge_delay_s):
             asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge, q)
 
     def _hedge(self, q: QueryState) -> None:
@@ -292,7 +293,7 @@ class Frontend:
         q.attempts += 1
         q.group.failed.discard(q.slot)
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_member(q, rid, i, res))] = inst
-        if self.config.policy == "parm-hedge" and q.attempts == 1:
+        if self.config.policy == "parm-hedge" and q.attempts == 1 and math.isfinite(self.config.hedge_delay_s):
             asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge_member, q)
 
     def _hedge_member(self, q: QueryState) -> None:

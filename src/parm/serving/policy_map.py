@@ -32,6 +32,9 @@ CODED = ("parm", "parm-hedge")
 UTILISATIONS = (0.1, 0.3, 0.5, 0.7, 0.85)
 QUANTILES = (50, 90, 95, 99)
 HEDGE_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # fixed hedge delays, in median service times
+# A tuned hedge may decide not to hedge at all (overloaded cells, where every backup adds queueing): this
+# setting is in every hedge grid, so the best tuned hedge is never worse than not hedging on the tuning trace.
+HEDGE_OFF_MS = 1e6
 GRACE_MULTIPLES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # decode graces, in median service times
 
 
@@ -83,8 +86,14 @@ class MapSetup:
                          queries=queries, service=self.service, parity_service=self.parity_service, max_batch=1,
                          net_s=self.net_s, occupancy_s=self.occupancy_s, group_timeout_s=self.group_timeout_s,
                          decode_grace_s=knobs.get("grace_ms", 0.0) / 1e3,
-                         hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
+                         hedge_delay_s=hedge_delay_s(knobs),
                          faults=self.faults if faults is None else faults, restart_s=self.restart_s, seed=seed)
+
+
+def hedge_delay_s(knobs: dict[str, float]) -> float:
+    """The backup delay a setting asks for, in seconds; ``inf`` (never back up) without one or when it is off."""
+    ms = knobs.get("hedge_ms", HEDGE_OFF_MS)
+    return math.inf if ms >= HEDGE_OFF_MS else ms / 1e3
 
 
 def knob_grid(policy: str, observed_ms: dict[str, float], median_ms: float) -> list[dict[str, float]]:
@@ -93,7 +102,7 @@ def knob_grid(policy: str, observed_ms: dict[str, float], median_ms: float) -> l
                     | {round(m * median_ms, 3) for m in HEDGE_MULTIPLES})
     graces = [round(m * median_ms, 3) for m in GRACE_MULTIPLES]
     if policy in HEDGES:
-        return [{"hedge_ms": h} for h in hedges]
+        return [{"hedge_ms": h} for h in [*hedges, HEDGE_OFF_MS]]
     if policy == "parm":
         return [{"grace_ms": g} for g in graces]
     if policy == "parm-hedge":

@@ -30,6 +30,7 @@ from parm.serving.policy_map import (
     UTILISATIONS,
     MapSetup,
     cell_row,
+    hedge_delay_s,
     pooled,
     replay_cell,
     setup_to_dict,
@@ -177,7 +178,7 @@ class RealMap:
         rate = self.setup.rate_hz(u)
         count = int(min(len(self.queries), max(self.plan.min_queries, rate * self.plan.cell_s)))
         config = FrontendConfig(policy=MODES[policy], decode_grace_s=knobs.get("grace_ms", 0.0) / 1e3,  # type: ignore[arg-type]
-                                hedge_delay_s=knobs.get("hedge_ms", 1e6) / 1e3,
+                                hedge_delay_s=hedge_delay_s(knobs),
                                 group_timeout_s=self.setup.group_timeout_s)
         pool = pools(self.backend.instances, self.plan.n, self.extra)[policy]
         seeds = [self.setup.test_seed + i for i in range(self.plan.repeats)]

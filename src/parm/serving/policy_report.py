@@ -15,6 +15,7 @@ from pathlib import Path
 from parm.results import render_page, renderer
 from parm.serving.policy_map import (
     CODED,
+    HEDGE_OFF_MS,
     best_hedge,
     compare_crossovers,
     crossovers,
@@ -44,9 +45,11 @@ def rows_of(data: dict, source: str = "rows") -> list[dict]:
 
 
 def _knobs(knobs: dict) -> str:
+    off = knobs.get("hedge_ms", 0.0) >= HEDGE_OFF_MS
     parts = [f"δ={knobs['grace_ms']:g}" for _ in [0] if "grace_ms" in knobs]
-    parts += [f"hedge {knobs['hedge_ms']:.3g}" for _ in [0] if "hedge_ms" in knobs]
-    return ", ".join(parts) + (" ms" if parts else "") or "-"
+    parts += [f"hedge {knobs['hedge_ms']:.3g}" for _ in [0] if "hedge_ms" in knobs and not off]
+    text = ", ".join(parts) + (" ms" if parts else "")
+    return ", ".join(p for p in (text, "hedge off" if off else "") if p) or "-"
 
 
 def _cell(row: dict, col: str) -> str:

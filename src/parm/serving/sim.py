@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class Simulator:
         c = self.c
         if not c.coded:
             self._send(t, q, "plain", None, ())
-            if c.policy in ("hedge", "hedge-spare"):
+            if c.policy in ("hedge", "hedge-spare") and math.isfinite(c.hedge_delay_s):
                 self._push(t + c.hedge_delay_s, HEDGE, q)
             return
         if self.forming is None:
@@ -192,7 +193,7 @@ class Simulator:
         self.qstate[q][0], self.qstate[q][1] = group, len(group["members"])
         group["members"].append(q)
         self._send_member(t, q, group)
-        if c.policy == "parm-hedge":
+        if c.policy == "parm-hedge" and math.isfinite(c.hedge_delay_s):
             self._push(t + c.hedge_delay_s, HEDGE_MEMBER, q)
         if len(group["members"]) == c.k:
             self.forming = None
