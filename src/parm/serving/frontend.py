@@ -191,7 +191,8 @@ class Frontend:
             return
         q.attempts += 1
         q.requests[self._start(inst, q.x, lambda rid, i, res: self._on_plain(q, rid, i, res))] = inst
-        if self.config.policy in ("hedge", "hedge-spare") and q.attempts == 1 and math.isfinite(self.config.hedge_delay_s):
+        hedged = self.config.policy in ("hedge", "hedge-spare") and math.isfinite(self.config.hedge_delay_s)
+        if hedged and q.attempts == 1:
             asyncio.get_running_loop().call_later(self.config.hedge_delay_s, self._hedge, q)
 
     def _hedge(self, q: QueryState) -> None:
