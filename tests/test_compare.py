@@ -88,7 +88,12 @@ def test_reproduce_writes_report_from_real_tiny_runs(tmp_path: Path, tiny_data_d
     assert record["setups"][0]["name"] == "mnist mlp k=2 sum" and record["setups"][0]["test"]["degraded_acc"] >= 0
     assert all(setup["train_seconds"] > 0 for setup in record["setups"]), "each row's training time is recorded"
     assert "Rows `learned`: `code=learned`" in text
+    learned = next(setup for setup in record["setups"] if setup["name"] == "mnist mlp k=2 learned")
+    assert learned["coder"]["warmup"] == 0.5 and learned["coder"]["lr_scale"] == 0.1
+    assert "coder frozen for the first 50% of the epochs, then at 0.1x F_P's learning rate" in text
     assert reproduce.accuracy_page(record) == text, "the page is its JSON rendered"
+    del learned["coder"]  # a record from before the warm-up says so instead of claiming today's schedule
+    assert "jointly from the first step" in reproduce.accuracy_page(record)
     records = compare_runs.main([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp"), "--no-plots"])
     assert len(records) == 5
 

@@ -55,7 +55,7 @@ PROFILES = {"quick": (QUICK, 20, 10), "full": (FULL, 100, 30)}  # setups, parity
 # The reference training code on this project's data, 20 parity epochs (issue 2).
 REFERENCE_20_EPOCHS = {"mnist mlp k=2 sum": 0.886, "mnist mlp k=2 concat": 0.944,
                        "fashion mlp k=2 sum": 0.727, "fashion mlp k=2 concat": 0.734}
-LEARNED_NOTE = (" Rows `learned`: `code=learned`, encoder, F_P and decoder trained jointly from the concat code; "
+LEARNED_NOTE = (" Rows `learned`: `code=learned`, encoder, F_P and decoder trained from the concat code ({how}); "
                 "rows `lac`: `code=lac`, the Learning-a-Code mode, the frozen F answers the parity query and only "
                 "encoder and decoder train.")
 PAPER_NOTE = ("ParM (SOSP 2019) reports A_d at most 6.5 points below A_a for its best settings; ApproxIFER's "
@@ -120,9 +120,29 @@ def record(results: list[tuple[str, Run]], args: argparse.Namespace, seconds: fl
                     "groups_per_batch": run.config.get("data", {}).get("groups_per_batch"),
                     "train_seconds": run.summary.get("timing", {}).get("train_seconds"),
                     "test": run.summary.get("test"), "overall": run.summary.get("overall"),
-                    "path": _relative(run.path)} for name, run in results],
+                    "coder": _coder(run.config), "path": _relative(run.path)} for name, run in results],
         "failed": [list(item) for item in failed],
     }
+
+
+def _coder(config: dict[str, Any]) -> dict[str, Any] | None:
+    """How a trainable code's run trained (``code=learned`` gained its warm-up after the first records)."""
+    parity = config.get("parity", {})
+    if "coder_warmup" not in parity:
+        return None
+    return {"warmup": parity["coder_warmup"], "lr_scale": parity["coder_lr_scale"],
+            "parity_model": str(config.get("parity_model", {}).get("_target_", "?")).rsplit(".", 1)[-1]}
+
+
+def _learned_how(setups: Sequence[dict[str, Any]]) -> str:
+    """The training schedule of the ``learned`` rows, from their records."""
+    how = set()
+    for setup in (s for s in setups if s["name"].endswith(" learned")):
+        c = setup.get("coder")
+        how.add("jointly from the first step: recorded before the warm-up existed" if c is None else
+                f"coder frozen for the first {c['warmup']:.0%} of the epochs, then at {c['lr_scale']:g}x F_P's "
+                f"learning rate; F_P {c['parity_model']}")
+    return "; ".join(sorted(how))
 
 
 def accuracy_page(rec: dict[str, Any]) -> str:
@@ -134,7 +154,8 @@ def accuracy_page(rec: dict[str, Any]) -> str:
              f"groups from a seeded shuffle (`data.group_order=shuffled`, seed {rec['seed']}); every slot of every "
              "group erased in turn. Reference hyperparameters: Adam lr 1e-3, wd 1e-5, 64 coding groups per batch "
              "at k = 2 and 32 above, where the data allow (column `groups/batch`); best checkpoint by validation "
-             "agreement." + (LEARNED_NOTE if any(s["name"].endswith((" learned", " lac")) for s in setups) else ""),
+             "agreement." + (LEARNED_NOTE.format(how=_learned_how(setups))
+                             if any(s["name"].endswith((" learned", " lac")) for s in setups) else ""),
              "",
              "| setup | epochs | groups/batch | A_a | A_d | A_d top-5 | agreement | default | "
              "reference code, 20 ep. (A_d) |",
