@@ -360,7 +360,8 @@ def render(data: dict[str, Any]) -> str:
     lines = [f"# Ray Serve backend: latency under faults (rendered from `{data['name']}.json`)", "",
              f"`{data['command']}`", "",
              f"Ray {data['ray_version']}, {data['nodes']} one-CPU nodes + head on 127.0.0.1, all on one "
-             f"machine (the load average says what else ran), {data['replicas']} replicas, emulated service {data['service_ms']:g} ms/batch, "
+             f"machine (the load average says what else ran), {data['replicas']} replicas, emulated service "
+             f"{data['service_ms']:g} ms/batch, "
              f"{data['queries']} queries per cell. Load average {data['load'][0]:.1f} at start, "
              f"{data['load'][1]:.1f} at the end.", "",
              f"Startup: cluster {t['cluster_start_s']:.1f} s, deployment to ready {t['deploy_to_ready_s']:.1f} s; "
