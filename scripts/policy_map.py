@@ -102,8 +102,9 @@ def run_sim(args: argparse.Namespace) -> dict:
     data["maps"] = []
     for k in args.k:
         setup = MapSetup(k=k, service=model, parity_service=parity, n=args.instances, net_s=args.net_ms / 1e3,
-                         faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
-                         test_queries=args.test_queries, degraded_budget=args.degraded_budget)
+                         faults=fault, restart_s=args.restart_s,
+                         tune_queries=args.tune_queries or args.test_queries, test_queries=args.test_queries,
+                         degraded_budget=args.degraded_budget)
         data["maps"].append({"k": k, "rows": sim_map(setup, args.utilisations, args.policies, progress=print)})
     data.update(net_ms=args.net_ms, test_queries=args.test_queries, wall_s=time.perf_counter() - start)
     return data
@@ -115,7 +116,8 @@ def run_real(args: argparse.Namespace) -> dict:
                          f"pass F and F_P of each k in the same order.")
     fault = faults(args)
     plan = RealPlan(n=args.model_instances, utilisations=tuple(args.utilisations), policies=tuple(args.policies),
-                    cell_s=args.cell_s, faults=fault, restart_s=args.restart_s, tune_queries=args.tune_queries,
+                    cell_s=args.cell_s, faults=fault, restart_s=args.restart_s,
+                    tune_queries=args.tune_queries or 20_000,
                     degraded_budget=args.degraded_budget, repeats=args.repeats, min_queries=args.min_queries)
     start = time.perf_counter()
     data: dict = {"maps": []}
@@ -167,7 +169,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--net-ms", type=float, default=0.5, help="--sim: cost per request")
     p.add_argument("--degraded-budget", type=float, default=0.01,
                    help="most answers a tuned parm setting may reconstruct on the tuning trace without faults")
-    p.add_argument("--tune-queries", type=int, default=20_000)
+    p.add_argument("--tune-queries", type=int, default=None,
+                   help="queries per simulated tuning cell (default: --sim as many as --test-queries, since a "
+                        "shorter trace tunes hedges on queues that have not built up yet; --real 20,000)")
     p.add_argument("--test-queries", type=int, default=100_000, help="--sim: queries per test cell")
     p.add_argument("--model-instances", type=int, default=4, help="--real: N")
     p.add_argument("--cell-s", type=float, default=3.5, help="--real: seconds of arrivals per cell")
