@@ -26,9 +26,11 @@ from parm.artifacts import load_parity  # noqa: E402
 from parm.models.checkpoint import load_model  # noqa: E402
 from parm.serving.frontend import Frontend, FrontendConfig, Prediction  # noqa: E402
 from parm.serving.instance import InstancePool  # noqa: E402
-from parm.serving.raybench import SCENARIOS, cpu_snapshot, cpu_split, render, thread_split  # noqa: E402
+from parm.serving.proccpu import cpu_snapshot, cpu_split, thread_split  # noqa: E402
+from parm.serving.raybench import SCENARIOS, render  # noqa: E402
 from parm.serving.raycluster import LocalCluster  # noqa: E402
-from parm.serving.rayserve import RayBackend, RayInstance, RaySettings, placement  # noqa: E402
+from parm.serving.raynodes import placement  # noqa: E402
+from parm.serving.rayserve import RayBackend, RayInstance, RaySettings  # noqa: E402
 
 # Generous: on this 2-core machine shared with other jobs a healthy answer takes 5-50 ms; a query
 # that waited for a restart (what these tests rule out) takes 5 s or more. A lost node is noticed

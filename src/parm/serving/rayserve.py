@@ -4,11 +4,11 @@ One deployment per instance (``model-0``, ..., ``parity-0``, ...), each a single
 :class:`~parm.serving.rayreplica.ParmReplica`, so the frontend's
 :class:`~parm.serving.instance.InstancePool` keeps deciding where each request goes. What Ray adds:
 
-- **Placement by node.** On a multi-node cluster each replica is pinned to a node with a label
-  selector (``ray.io/node-id``): model replicas round-robin over one set of nodes, parity replicas
-  over another, so a coding group's members and parities can sit on distinct nodes; each instance's
-  failure *domain* is its node, and the frontend never puts two requests of a group in one domain
-  when another is free. A replica whose node is gone falls back to any other node.
+- **Placement by node** (:mod:`parm.serving.raynodes`). On a multi-node cluster each replica is
+  pinned to a node with a label selector (``ray.io/node-id``): model replicas round-robin over one
+  set of nodes, parity replicas over another, so a coding group's members and parities can sit on
+  distinct nodes; each instance's failure *domain* is its node, and the frontend never puts two
+  requests of a group in one domain when another is free. A replica whose node is gone falls back to any other node.
 - **Health.** A failed call, the replica's death (noticed through a never-answered *watch* call kept
   open on it) or its node's marks the instance down at once: its in-flight requests fail with
   :class:`InstanceError` (the frontend decodes or re-sends them), and new requests avoid it until a
@@ -60,6 +60,7 @@ except ImportError as e:
     raise ImportError("the ray backend needs Ray Serve; install it with `pip install 'parity-models[ray]'`.") from e
 
 from parm.serving.raycluster import LOOPBACK_ENV, loopback_only  # noqa: E402
+from parm.serving.raynodes import alive_nodes, dead_nodes, placement  # noqa: E402
 from parm.serving.rayreplica import LOOPBACK_REPLICA_ENV, ParmReplica  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ class RayBackend:
                 ray.init(address=self.address, log_to_driver=False)
         serve.start(proxy_location="Disabled")
         artifacts = _put_artifacts([i.spec for i in self.instances])
-        nodes = placement(self.instances, _alive_nodes()) if self.settings.spread else {}
+        nodes = placement(self.instances, alive_nodes()) if self.settings.spread else {}
         targets = [serve.RunTarget(self._deployment(i, nodes.get(i.name)).bind(i.spec, artifacts[i.name]),
                                    name=i.name, route_prefix=None) for i in self.instances]
         handles = serve.run_many(targets)
@@ -341,7 +342,7 @@ class RayBackend:
         while True:
             await asyncio.sleep(period)
             try:
-                dead = await asyncio.wait_for(loop.run_in_executor(None, _dead_nodes), 5 * period)
+                dead = await asyncio.wait_for(loop.run_in_executor(None, dead_nodes), 5 * period)
                 for inst in self.instances:
                     if inst.alive and inst.node in dead:  # the GCS knows as soon as its health checks fail
                         inst.mark_down("its node is dead")
@@ -384,39 +385,6 @@ class RayBackend:
                 time.sleep(0.1)
         for inst in self.instances:
             inst.handle = None
-
-
-def placement(instances: Sequence[RayInstance], nodes: Sequence[str]) -> dict[str, str]:
-    """Node of each instance: models round-robin over some nodes, parities over the others.
-
-    Parities get a share of the nodes proportional to their share of the instances (at least one),
-    so that with k + r or more nodes no node holds both a member and a parity of one group. On one
-    node there is nothing to spread: returns ``{}``.
-    """
-    if len(nodes) < 2:
-        return {}
-    models = [i for i in instances if i.role == "model"]
-    parities = [i for i in instances if i.role == "parity"]
-    n_parity_nodes = 0 if not parities else min(len(nodes) - 1, max(1, round(len(nodes) * len(parities)
-                                                                          / len(instances))))
-    model_nodes, parity_nodes = nodes[: len(nodes) - n_parity_nodes], nodes[len(nodes) - n_parity_nodes:]
-    where = {inst.name: model_nodes[n % len(model_nodes)] for n, inst in enumerate(models)}
-    where |= {inst.name: parity_nodes[n % len(parity_nodes)] for n, inst in enumerate(parities)}
-    return where
-
-
-def _alive_nodes() -> list[str]:
-    """Alive nodes that may hold replicas: every node but the driver's, when there are two or more others."""
-    alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    others = [n for n in alive if n != ray.get_runtime_context().get_node_id()]
-    return others if len(others) >= 2 else alive
-
-
-def _dead_nodes() -> set[str]:
-    """Ids of the nodes the GCS has declared dead."""
-    if not ray.is_initialized():  # stopping: a Ray call now would start a new local cluster
-        return set()
-    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
 def _put_artifacts(specs: Sequence[WorkerSpec]) -> dict[str, list[Any]]:
